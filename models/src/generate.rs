@@ -1,0 +1,613 @@
+//! Streaming, cancellable text generation.
+//!
+//! [`Engine`] owns a [`Llama`] and its [`TextTokenizer`]. [`Engine::generate`]
+//! returns a [`Generation`]: an iterator of text pieces that are always whole
+//! UTF-8 (a character split across tokens is held back until complete) and
+//! never contain a stop string or the start of one. Prefill happens on the
+//! first `next()`, so the caller's thread does the compute; run it on a
+//! dedicated thread, never on an async executor. [`Generation::finish`] gives
+//! the full text, why it stopped, and [`Timings`].
+//!
+//! Cancellation: a [`CancelToken`] is checked before every forward pass, so a
+//! cancel from another thread stops generation within one token.
+
+use crate::device::{self, BackendKind, OpenedDevice};
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::llama::{KvCache, Llama, load_gguf};
+use crate::tokenizer::{Message, TextTokenizer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How the next token is chosen. The default is greedy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sampling {
+    /// 0 means greedy (argmax); otherwise logits are divided by this.
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches `top_p` (1 = off).
+    pub top_p: f32,
+    /// Divide positive / multiply negative logits of already-seen tokens (1 = off),
+    /// as transformers' `RepetitionPenaltyLogitsProcessor` does.
+    pub repetition_penalty: f32,
+    /// Seed for the sampler: the same seed and inputs give the same text.
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl Sampling {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::InvalidRequest(m));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(format!(
+                "temperature {} must be a finite number ≥ 0",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p {} must be in (0, 1]", self.top_p));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(format!(
+                "repetition_penalty {} must be > 0",
+                self.repetition_penalty
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The prompt, already tokenized (see [`Engine::chat_prompt`]).
+    pub prompt: Vec<u32>,
+    /// Stop after this many generated tokens.
+    pub max_tokens: usize,
+    /// Stop when the text contains any of these (the stop string is not returned).
+    pub stop: Vec<String>,
+    /// Token selection.
+    pub sampling: Sampling,
+    /// Keep generating past end-of-sequence tokens (benchmarks only).
+    pub ignore_eos: bool,
+}
+
+impl Request {
+    /// A greedy request for `max_tokens` tokens.
+    pub fn new(prompt: Vec<u32>, max_tokens: usize) -> Self {
+        Self {
+            prompt,
+            max_tokens,
+            stop: Vec::new(),
+            sampling: Sampling::default(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model produced an end-of-sequence / end-of-turn token.
+    Eos,
+    /// A stop string appeared.
+    StopString,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context window is full.
+    ContextFull,
+    /// The [`CancelToken`] was triggered.
+    Cancelled,
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Timings {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated (including a final end-of-sequence token).
+    pub generated_tokens: usize,
+    /// From the start of prefill to the first sampled token.
+    pub time_to_first_token_ms: f64,
+    /// Prefill wall time.
+    pub prefill_ms: f64,
+    /// Decode wall time (all tokens after the first).
+    pub decode_ms: f64,
+    /// Prompt tokens per second.
+    pub prefill_tokens_per_s: f64,
+    /// Generated tokens per second after the first.
+    pub decode_tokens_per_s: f64,
+}
+
+/// The result of a finished generation.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// All text generated (stop string excluded).
+    pub text: String,
+    /// Generated token ids.
+    pub tokens: Vec<u32>,
+    /// Why it ended.
+    pub stop_reason: StopReason,
+    /// Timings.
+    pub timings: Timings,
+}
+
+/// Shared flag that stops a generation from another thread.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A fresh, untriggered token.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the generation to stop; it does before its next token.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Options for [`Engine::load`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Which compute backend.
+    pub backend: BackendKind,
+    /// Maximum tokens per sequence (prompt + answer).
+    pub context_length: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            backend: BackendKind::Auto,
+            context_length: 2048,
+        }
+    }
+}
+
+/// A loaded language model ready to answer.
+#[derive(Debug)]
+pub struct Engine {
+    model: Llama,
+    tokenizer: TextTokenizer,
+    device: OpenedDevice,
+    context_length: usize,
+    load_time: Duration,
+}
+
+impl Engine {
+    /// Loads a GGUF model (weights and tokenizer) onto the chosen backend.
+    pub fn load(path: &Path, opts: &EngineOptions) -> Result<Self> {
+        let t0 = Instant::now();
+        let device = device::open(opts.backend)?;
+        let gguf = GgufFile::open(path)?;
+        let tokenizer = TextTokenizer::from_gguf(&gguf)?;
+        let model = load_gguf(&gguf, &device.device)?;
+        let load_time = t0.elapsed();
+        tracing::info!(
+            model = %path.display(),
+            layers = model.config().num_layers,
+            width = model.config().hidden_size,
+            ms = load_time.as_millis() as u64,
+            "language model loaded"
+        );
+        Ok(Self::from_parts(
+            model,
+            tokenizer,
+            device,
+            opts.context_length,
+            load_time,
+        ))
+    }
+
+    /// An engine from an already-built model and tokenizer.
+    pub fn from_parts(
+        model: Llama,
+        tokenizer: TextTokenizer,
+        device: OpenedDevice,
+        context_length: usize,
+        load_time: Duration,
+    ) -> Self {
+        Self {
+            model,
+            tokenizer,
+            device,
+            context_length,
+            load_time,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &OpenedDevice {
+        &self.device
+    }
+
+    /// How long loading took.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// Tokens for a chat, rendered with the model's own template.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let tmpl = self
+            .tokenizer
+            .chat_template()
+            .ok_or_else(|| ModelError::Template("the model has no chat template".into()))?;
+        let text = tmpl.render(messages, true)?;
+        self.tokenizer.encode(&text, false)
+    }
+
+    /// Starts generating. Nothing runs until the first `next()`.
+    pub fn generate(&self, req: Request, cancel: CancelToken) -> Result<Generation<'_>> {
+        req.sampling.validate()?;
+        if req.prompt.is_empty() {
+            return Err(ModelError::InvalidRequest("the prompt is empty".into()));
+        }
+        let cache = self.model.new_cache(self.context_length);
+        if req.prompt.len() >= cache.capacity() {
+            return Err(ModelError::InvalidRequest(format!(
+                "the prompt has {} tokens; the context holds {}",
+                req.prompt.len(),
+                cache.capacity()
+            )));
+        }
+        let rng = StdRng::seed_from_u64(req.sampling.seed);
+        Ok(Generation {
+            engine: self,
+            cache,
+            rng,
+            cancel,
+            req,
+            tokens: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+            prefix_offset: 0,
+            read_offset: 0,
+            stop_reason: None,
+            next_input: None,
+            timings: Timings::default(),
+            started: None,
+            first_token_at: None,
+        })
+    }
+}
+
+/// A running generation; iterate it for text pieces.
+pub struct Generation<'a> {
+    engine: &'a Engine,
+    cache: KvCache,
+    rng: StdRng,
+    cancel: CancelToken,
+    req: Request,
+    tokens: Vec<u32>,
+    /// Decoded text so far (may run ahead of what was emitted).
+    text: String,
+    /// Bytes of `text` already handed out.
+    emitted: usize,
+    prefix_offset: usize,
+    read_offset: usize,
+    stop_reason: Option<StopReason>,
+    next_input: Option<u32>,
+    timings: Timings,
+    started: Option<Instant>,
+    first_token_at: Option<Instant>,
+}
+
+impl Generation<'_> {
+    /// Runs to the end (if not already) and returns the result.
+    pub fn finish(mut self) -> Result<Output> {
+        while self.stop_reason.is_none() {
+            if let Some(Err(e)) = self.next() {
+                return Err(e);
+            }
+        }
+        Ok(Output {
+            text: std::mem::take(&mut self.text),
+            tokens: std::mem::take(&mut self.tokens),
+            stop_reason: self.stop_reason.unwrap_or(StopReason::MaxTokens),
+            timings: self.timings.clone(),
+        })
+    }
+
+    /// Timings so far.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// Why it stopped, once it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop_reason
+    }
+
+    /// One forward pass and one sampled token.
+    fn step(&mut self) -> Result<Option<u32>> {
+        if self.cancel.is_cancelled() {
+            self.stop_reason = Some(StopReason::Cancelled);
+            return Ok(None);
+        }
+        if self.tokens.len() >= self.req.max_tokens {
+            self.stop_reason = Some(StopReason::MaxTokens);
+            return Ok(None);
+        }
+        let model = &self.engine.model;
+        let logits = match self.next_input {
+            None => {
+                let t0 = Instant::now();
+                self.started = Some(t0);
+                let l = model.forward(&self.req.prompt, &mut self.cache, false)?;
+                let v = logits_vec(l)?;
+                self.timings.prompt_tokens = self.req.prompt.len();
+                self.timings.prefill_ms = ms(t0.elapsed());
+                v
+            }
+            Some(tok) => {
+                if self.cache.len() >= self.cache.capacity() {
+                    self.stop_reason = Some(StopReason::ContextFull);
+                    return Ok(None);
+                }
+                logits_vec(model.forward(&[tok], &mut self.cache, false)?)?
+            }
+        };
+        let next = sample(
+            logits,
+            &self.req.sampling,
+            &self.tokens,
+            &self.req.prompt,
+            &mut self.rng,
+        );
+        let now = Instant::now();
+        if self.first_token_at.is_none() {
+            self.first_token_at = Some(now);
+            if let Some(s) = self.started {
+                self.timings.time_to_first_token_ms = ms(now - s);
+            }
+        }
+        self.tokens.push(next);
+        self.next_input = Some(next);
+        self.timings.generated_tokens = self.tokens.len();
+        if let Some(first) = self.first_token_at {
+            self.timings.decode_ms = ms(now - first);
+        }
+        let t = &mut self.timings;
+        t.prefill_tokens_per_s = per_s(t.prompt_tokens, t.prefill_ms);
+        t.decode_tokens_per_s = per_s(t.generated_tokens.saturating_sub(1), t.decode_ms);
+        Ok(Some(next))
+    }
+
+    /// Appends the text of newly generated tokens, holding back incomplete
+    /// UTF-8 (decoders emit U+FFFD for a partial byte sequence).
+    fn decode_new(&mut self) -> Result<()> {
+        let tk = &self.engine.tokenizer;
+        let prefix = tk.decode(&self.tokens[self.prefix_offset..self.read_offset])?;
+        let full = tk.decode(&self.tokens[self.prefix_offset..])?;
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
+            if let Some(delta) = full.get(prefix.len()..) {
+                self.text.push_str(delta);
+            }
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.tokens.len();
+        }
+        Ok(())
+    }
+
+    /// The next piece of text that is safe to show, if any; sets `stop_reason`
+    /// when a stop string appears.
+    fn take_piece(&mut self) -> Option<String> {
+        let mut end = self.text.len();
+        if !self.req.stop.is_empty() {
+            // A stop string may start up to (longest stop − 1) bytes before
+            // what was already emitted.
+            let longest = self.req.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+            let mut from = self.emitted.saturating_sub(longest);
+            while !self.text.is_char_boundary(from) {
+                from -= 1;
+            }
+            let hit = self
+                .req
+                .stop
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i))
+                .min();
+            if let Some(at) = hit {
+                self.text.truncate(at);
+                self.stop_reason = Some(StopReason::StopString);
+                end = at;
+            } else if self.stop_reason.is_none() {
+                // Hold back a suffix that could grow into a stop string.
+                let hold = self
+                    .req
+                    .stop
+                    .iter()
+                    .map(|s| {
+                        (1..s.len())
+                            .rev()
+                            .find(|&n| s.is_char_boundary(n) && self.text.ends_with(&s[..n]))
+                            .unwrap_or(0)
+                    })
+                    .max()
+                    .unwrap_or(0);
+                end = self.text.len() - hold;
+            }
+        }
+        if end > self.emitted {
+            let piece = self.text[self.emitted..end].to_owned();
+            self.emitted = end;
+            Some(piece)
+        } else {
+            None
+        }
+    }
+}
+
+impl Iterator for Generation<'_> {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.stop_reason.is_some() {
+                // Flush anything held back for a stop string that never came.
+                return self.take_piece_final();
+            }
+            let tok = match self.step() {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.stop_reason = Some(StopReason::Cancelled);
+                    return Some(Err(e));
+                }
+            };
+            if !self.req.ignore_eos && self.engine.tokenizer.is_stop(tok) {
+                self.stop_reason = Some(StopReason::Eos);
+                continue;
+            }
+            if let Err(e) = self.decode_new() {
+                self.stop_reason = Some(StopReason::Cancelled);
+                return Some(Err(e));
+            }
+            if let Some(p) = self.take_piece() {
+                return Some(Ok(p));
+            }
+        }
+    }
+}
+
+impl Generation<'_> {
+    fn take_piece_final(&mut self) -> Option<Result<String>> {
+        if self.stop_reason == Some(StopReason::StopString) || self.emitted >= self.text.len() {
+            return None;
+        }
+        let piece = self.text[self.emitted..].to_owned();
+        self.emitted = self.text.len();
+        Some(Ok(piece))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn per_s(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
+}
+
+fn logits_vec(l: burn::tensor::Tensor<2>) -> Result<Vec<f32>> {
+    let [n, _] = l.dims();
+    let last = if n > 1 { l.narrow(0, n - 1, 1) } else { l };
+    last.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| ModelError::Backend(format!("reading logits: {e:?}")))
+}
+
+/// Chooses the next token from `logits`.
+pub(crate) fn sample(
+    mut logits: Vec<f32>,
+    s: &Sampling,
+    generated: &[u32],
+    prompt: &[u32],
+    rng: &mut StdRng,
+) -> u32 {
+    if s.repetition_penalty != 1.0 {
+        let mut seen: Vec<u32> = prompt.iter().chain(generated).copied().collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for t in seen {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l > 0.0 {
+                    *l / s.repetition_penalty
+                } else {
+                    *l * s.repetition_penalty
+                };
+            }
+        }
+    }
+    if s.temperature == 0.0 {
+        return argmax(&logits);
+    }
+    // Candidates sorted by logit, descending.
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    idx.sort_unstable_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    if s.top_k > 0 && s.top_k < idx.len() {
+        idx.truncate(s.top_k);
+    }
+    let max = logits[idx[0] as usize];
+    let mut probs: Vec<f64> = idx
+        .iter()
+        .map(|&i| (((logits[i as usize] - max) / s.temperature) as f64).exp())
+        .collect();
+    let sum: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= sum);
+    if s.top_p < 1.0 {
+        let mut acc = 0.0;
+        let mut keep = probs.len();
+        for (i, p) in probs.iter().enumerate() {
+            acc += p;
+            if acc >= s.top_p as f64 {
+                keep = i + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        idx.truncate(keep);
+        let sum: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= sum);
+    }
+    let r: f64 = rng.random();
+    let mut acc = 0.0;
+    for (i, p) in probs.iter().enumerate() {
+        acc += p;
+        if r < acc {
+            return idx[i];
+        }
+    }
+    idx[probs.len() - 1]
+}
+
+/// Index of the largest logit (the first one on ties, as torch.argmax).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

@@ -1,0 +1,354 @@
+//! Building a [`Llama`] from a GGUF file or an HF model directory.
+//!
+//! Both sources are read through one [`Source`] trait keyed by GGUF tensor
+//! names, so the decoder is assembled by one function whatever the file format.
+//! Quantised GGUF weights are dequantised to f32 on load (see the crate README
+//! for why: burn's own quantised matmul is slower than f32 on the CPU backend).
+
+use super::config::{Arch, LlamaConfig};
+use super::model::{Layer, Llama};
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use burn::prelude::*;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A weight as read from a file: row-major values and shape.
+pub(crate) struct Raw {
+    pub(crate) data: Vec<f32>,
+    pub(crate) shape: Vec<usize>,
+}
+
+/// A store of named weights, keyed by GGUF tensor names.
+pub(crate) trait Source {
+    fn path(&self) -> &Path;
+    fn get(&self, gguf_name: &str) -> Result<Option<Raw>>;
+    /// Whether q/k rows are in llama.cpp's interleaved-pair order.
+    fn qk_interleaved(&self, arch: Arch) -> bool;
+}
+
+impl Source for GgufFile {
+    fn path(&self) -> &Path {
+        GgufFile::path(self)
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Raw>> {
+        let Some(info) = self.tensor(name) else {
+            return Ok(None);
+        };
+        let shape = info.shape();
+        Ok(Some(Raw {
+            data: self.dequantize(name)?,
+            shape,
+        }))
+    }
+
+    fn qk_interleaved(&self, arch: Arch) -> bool {
+        arch == Arch::Llama
+    }
+}
+
+/// An HF checkpoint: one `model.safetensors` or shards listed in
+/// `model.safetensors.index.json`.
+struct HfSource {
+    dir: PathBuf,
+    files: Vec<(PathBuf, memmap2::Mmap)>,
+    /// tensor name → index into `files`.
+    index: HashMap<String, usize>,
+}
+
+impl HfSource {
+    fn open(dir: &Path) -> Result<Self> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ModelError::Io { path, source }
+        };
+        let single = dir.join("model.safetensors");
+        let names: Vec<PathBuf> = if single.exists() {
+            vec![single]
+        } else {
+            let idx = dir.join("model.safetensors.index.json");
+            let text = std::fs::read_to_string(&idx).map_err(io(&idx))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Metadata {
+                    path: idx.clone(),
+                    key: "(file)".into(),
+                    reason: format!("not valid JSON: {e}"),
+                })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::Metadata {
+                    path: idx.clone(),
+                    key: "weight_map".into(),
+                    reason: "missing or not an object".into(),
+                })?;
+            let mut files: Vec<PathBuf> = map
+                .values()
+                .filter_map(|f| f.as_str().map(|f| dir.join(f)))
+                .collect();
+            files.sort();
+            files.dedup();
+            files
+        };
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for path in names {
+            let f = std::fs::File::open(&path).map_err(io(&path))?;
+            // SAFETY: read-only map of a weights file nobody writes while we run.
+            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io(&path))?;
+            let st = SafeTensors::deserialize(&map).map_err(|e| ModelError::Tensor {
+                path: path.clone(),
+                name: "(header)".into(),
+                reason: format!("not a valid safetensors file: {e}"),
+            })?;
+            for name in st.names() {
+                index.insert(name.to_string(), files.len());
+            }
+            files.push((path, map));
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            files,
+            index,
+        })
+    }
+}
+
+/// GGUF tensor name → transformers parameter name.
+fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_owned());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (part, kind) = rest.rsplit_once('.')?;
+    let module = match part {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{module}.{kind}"))
+}
+
+impl Source for HfSource {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn get(&self, gguf_name: &str) -> Result<Option<Raw>> {
+        let Some(name) = hf_name(gguf_name) else {
+            return Ok(None);
+        };
+        let Some(&fi) = self.index.get(&name) else {
+            return Ok(None);
+        };
+        let (path, map) = &self.files[fi];
+        let terr = |reason: String| ModelError::Tensor {
+            path: path.clone(),
+            name: name.clone(),
+            reason,
+        };
+        let st = SafeTensors::deserialize(map).map_err(|e| terr(e.to_string()))?;
+        let view = st.tensor(&name).map_err(|e| terr(e.to_string()))?;
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(terr(format!(
+                    "dtype {other:?} is not supported (f32, f16, bf16)"
+                )));
+            }
+        };
+        Ok(Some(Raw {
+            data,
+            shape: view.shape().to_vec(),
+        }))
+    }
+
+    fn qk_interleaved(&self, _arch: Arch) -> bool {
+        false
+    }
+}
+
+/// Loads a Llama-family model from a GGUF file onto `device`.
+pub fn load_gguf(gguf: &GgufFile, device: &Device) -> Result<Llama> {
+    let config = LlamaConfig::from_gguf(gguf)?;
+    build(&config, gguf, device)
+}
+
+/// Loads a Llama-family model from an HF directory (`config.json` +
+/// `model.safetensors`) onto `device`.
+pub fn load_hf(dir: &Path, device: &Device) -> Result<Llama> {
+    let config = LlamaConfig::from_hf_json(&dir.join("config.json"))?;
+    let src = HfSource::open(dir)?;
+    build(&config, &src, device)
+}
+
+fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device) -> Result<Llama> {
+    let want = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        let raw = src.get(name)?.ok_or_else(|| ModelError::Tensor {
+            path: src.path().to_owned(),
+            name: name.to_owned(),
+            reason: "missing from the model file".into(),
+        })?;
+        if raw.shape != shape {
+            return Err(ModelError::Tensor {
+                path: src.path().to_owned(),
+                name: name.to_owned(),
+                reason: format!(
+                    "shape {:?}, expected {:?} from the model config",
+                    raw.shape, shape
+                ),
+            });
+        }
+        Ok(raw.data)
+    };
+    let (hid, hd) = (c.hidden_size, c.head_dim);
+    let (qd, kvd) = (c.num_heads * hd, c.num_kv_heads * hd);
+    let interleaved = src.qk_interleaved(c.arch);
+    let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [1, v.len()]), dev);
+    // [out, in] in the file → [in, out] for x·W.
+    let linear = |name: &str, out: usize, inp: usize| -> Result<Tensor<2>> {
+        let w = want(name, &[out, inp])?;
+        Ok(Tensor::from_data(
+            TensorData::new(transpose(&w, out, inp), [inp, out]),
+            dev,
+        ))
+    };
+    let qk = |name: &str, heads: usize, inp: usize| -> Result<Tensor<2>> {
+        let mut w = want(name, &[heads * hd, inp])?;
+        if interleaved {
+            w = unpermute_rows(&w, heads, hd, inp);
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(transpose(&w, heads * hd, inp), [inp, heads * hd]),
+            dev,
+        ))
+    };
+    let bias = |name: &str, heads: usize, permute: bool| -> Result<Option<Tensor<2>>> {
+        if !c.attention_bias {
+            return Ok(None);
+        }
+        let mut b = want(name, &[heads * hd])?;
+        if permute && interleaved {
+            b = unpermute_rows(&b, heads, hd, 1);
+        }
+        Ok(Some(row(b)))
+    };
+
+    let mut layers = Vec::with_capacity(c.num_layers);
+    for i in 0..c.num_layers {
+        let n = |s: &str| format!("blk.{i}.{s}");
+        layers.push(Layer {
+            attn_norm: row(want(&n("attn_norm.weight"), &[hid])?),
+            wq: qk(&n("attn_q.weight"), c.num_heads, hid)?,
+            wk: qk(&n("attn_k.weight"), c.num_kv_heads, hid)?,
+            wv: linear(&n("attn_v.weight"), kvd, hid)?,
+            bq: bias(&n("attn_q.bias"), c.num_heads, true)?,
+            bk: bias(&n("attn_k.bias"), c.num_kv_heads, true)?,
+            bv: bias(&n("attn_v.bias"), c.num_kv_heads, false)?,
+            wo: linear(&n("attn_output.weight"), hid, qd)?,
+            ffn_norm: row(want(&n("ffn_norm.weight"), &[hid])?),
+            w_gate: linear(&n("ffn_gate.weight"), c.intermediate_size, hid)?,
+            w_up: linear(&n("ffn_up.weight"), c.intermediate_size, hid)?,
+            w_down: linear(&n("ffn_down.weight"), hid, c.intermediate_size)?,
+        });
+    }
+    let matrix = |v: Vec<f32>, r: usize, cols: usize| {
+        Tensor::<2>::from_data(TensorData::new(v, [r, cols]), dev)
+    };
+    let embed = matrix(
+        want("token_embd.weight", &[c.vocab_size, hid])?,
+        c.vocab_size,
+        hid,
+    );
+    let lm_head = if c.tie_word_embeddings {
+        None
+    } else {
+        Some(matrix(
+            want("output.weight", &[c.vocab_size, hid])?,
+            c.vocab_size,
+            hid,
+        ))
+    };
+    let mut inv_freq = c.inv_freq();
+    // llama.cpp bakes Llama-3 scaling into per-frequency divisors.
+    if let Some(f) = src.get("rope_freqs.weight")? {
+        if f.data.len() != inv_freq.len() {
+            return Err(ModelError::Tensor {
+                path: src.path().to_owned(),
+                name: "rope_freqs.weight".into(),
+                reason: format!(
+                    "{} factors, expected head_dim/2 = {}",
+                    f.data.len(),
+                    inv_freq.len()
+                ),
+            });
+        }
+        for (x, d) in inv_freq.iter_mut().zip(&f.data) {
+            *x /= *d as f64;
+        }
+    }
+    Ok(Llama {
+        config: c.clone(),
+        device: dev.clone(),
+        embed,
+        layers,
+        norm: row(want("output_norm.weight", &[hid])?),
+        lm_head,
+        inv_freq: inv_freq.iter().map(|&x| x as f32).collect(),
+    })
+}
+
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; w.len()];
+    for r in 0..rows {
+        for (c, &v) in w[r * cols..(r + 1) * cols].iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
+}
+
+/// Undoes llama.cpp's q/k row permutation: GGUF row `h·hd + 2b + a` holds HF row
+/// `h·hd + a·hd/2 + b` (pairs interleaved instead of halves).
+fn unpermute_rows(w: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
+    let half = hd / 2;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for b in 0..half {
+            for a in 0..2 {
+                let src = (h * hd + 2 * b + a) * cols;
+                let dst = (h * hd + a * half + b) * cols;
+                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,10 @@
+//! The Llama-family decoder: one implementation for SmolLM2, Llama 3.x and
+//! Qwen2.x, selected by [`LlamaConfig`], never by a copy per model.
+
+mod config;
+mod load;
+mod model;
+
+pub use config::{Arch, Llama3RopeScaling, LlamaConfig};
+pub use load::{load_gguf, load_hf};
+pub use model::{KvCache, Llama};

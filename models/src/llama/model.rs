@@ -1,0 +1,262 @@
+//! The Llama-family decoder: read it next to transformers' `modeling_llama.py`.
+//!
+//! Shapes: batch size is always 1, so activations are `[seq, hidden]` and
+//! attention works on `[heads, seq, head_dim]`. Linear weights are stored
+//! `[in, out]` (burn's convention) so a projection is `x.matmul(w)`.
+
+use super::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+
+/// One decoder layer's weights.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Tensor<2>,
+    pub(crate) wq: Tensor<2>,
+    pub(crate) wk: Tensor<2>,
+    pub(crate) wv: Tensor<2>,
+    pub(crate) bq: Option<Tensor<2>>,
+    pub(crate) bk: Option<Tensor<2>>,
+    pub(crate) bv: Option<Tensor<2>>,
+    pub(crate) wo: Tensor<2>,
+    pub(crate) ffn_norm: Tensor<2>,
+    pub(crate) w_gate: Tensor<2>,
+    pub(crate) w_up: Tensor<2>,
+    pub(crate) w_down: Tensor<2>,
+}
+
+/// A loaded Llama-family model on one device.
+///
+/// Built by [`super::load_gguf`] or [`super::load_hf`]; run with [`Llama::forward`]
+/// and a [`KvCache`] from [`Llama::new_cache`].
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub(crate) config: LlamaConfig,
+    pub(crate) device: Device,
+    /// `[vocab, hidden]`; also the output projection when embeddings are tied.
+    pub(crate) embed: Tensor<2>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: Tensor<2>,
+    /// `[vocab, hidden]` like the embedding, so logits are `W·xᵀ` without
+    /// transposing a large matrix. `None` when tied to `embed`.
+    pub(crate) lm_head: Option<Tensor<2>>,
+    /// RoPE inverse frequencies (`head_dim / 2`).
+    pub(crate) inv_freq: Vec<f32>,
+}
+
+/// Per-layer key/value history for one sequence.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<3>, Tensor<3>)>>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// Tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been run yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most tokens this cache accepts (the configured context length).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forget everything (start a new sequence).
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+        self.len = 0;
+    }
+}
+
+impl Llama {
+    /// The configuration this model was built from.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// An empty cache for up to `context` tokens (clamped to the model's trained context).
+    pub fn new_cache(&self, context: usize) -> KvCache {
+        KvCache {
+            layers: vec![None; self.config.num_layers],
+            len: 0,
+            capacity: context.min(self.config.max_position_embeddings).max(1),
+        }
+    }
+
+    /// Runs `tokens` after what is already in `cache` and returns logits
+    /// `[n, vocab]`: for every new position when `all_logits`, else only the last.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+    ) -> Result<Tensor<2>> {
+        let seq = tokens.len();
+        if seq == 0 {
+            return Err(ModelError::InvalidRequest("no tokens to run".into()));
+        }
+        let start = cache.len;
+        if start + seq > cache.capacity {
+            return Err(ModelError::InvalidRequest(format!(
+                "{} tokens exceed the context length of {} tokens",
+                start + seq,
+                cache.capacity
+            )));
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let dev = &self.device;
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), dev);
+        let mut x = self.embed.clone().select(0, ids);
+
+        let (cos, sin) = self.rope_tables(start, seq);
+        let mask = (seq > 1).then(|| causal_mask(start, seq, dev));
+
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(x.clone(), &layer.attn_norm, self.config.rms_norm_eps);
+            let a = self.attention(layer, h, &cos, &sin, mask.clone(), &mut cache.layers[i]);
+            x = x + a;
+            let h = rms_norm(x.clone(), &layer.ffn_norm, self.config.rms_norm_eps);
+            let gate = silu(h.clone().matmul(layer.w_gate.clone()));
+            let up = h.matmul(layer.w_up.clone());
+            x = x + (gate * up).matmul(layer.w_down.clone());
+        }
+        cache.len += seq;
+
+        if !all_logits && seq > 1 {
+            x = x.narrow(0, seq - 1, 1);
+        }
+        let x = rms_norm(x, &self.norm, self.config.rms_norm_eps);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        // [vocab, hidden] · [hidden, n] → [vocab, n] → [n, vocab]
+        Ok(head.clone().matmul(x.transpose()).transpose())
+    }
+
+    /// cos/sin tables `[seq, head_dim]` for absolute positions `start..start+seq`,
+    /// in the HF "rotate half" layout (frequencies repeated twice).
+    fn rope_tables(&self, start: usize, seq: usize) -> (Tensor<3>, Tensor<3>) {
+        let hd = self.config.head_dim;
+        let half = hd / 2;
+        let mut cos = Vec::with_capacity(seq * hd);
+        let mut sin = Vec::with_capacity(seq * hd);
+        for p in start..start + seq {
+            // f32 product, as transformers computes it, before cos/sin.
+            let angles: Vec<f32> = self.inv_freq[..half]
+                .iter()
+                .map(|&f| p as f32 * f)
+                .collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let dev = &self.device;
+        let cos = Tensor::<2>::from_data(TensorData::new(cos, [seq, hd]), dev).unsqueeze_dim(0);
+        let sin = Tensor::<2>::from_data(TensorData::new(sin, [seq, hd]), dev).unsqueeze_dim(0);
+        (cos, sin)
+    }
+
+    fn attention(
+        &self,
+        l: &Layer,
+        x: Tensor<2>,
+        cos: &Tensor<3>,
+        sin: &Tensor<3>,
+        mask: Option<Tensor<3>>,
+        cache: &mut Option<(Tensor<3>, Tensor<3>)>,
+    ) -> Tensor<2> {
+        let c = &self.config;
+        let seq = x.dims()[0];
+        let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let proj = |w: &Tensor<2>, b: &Option<Tensor<2>>, heads: usize| {
+            let mut y = x.clone().matmul(w.clone());
+            if let Some(b) = b {
+                y = y + b.clone();
+            }
+            y.reshape([seq, heads, hd]).swap_dims(0, 1)
+        };
+        let q = rope(proj(&l.wq, &l.bq, h), cos, sin);
+        let k = rope(proj(&l.wk, &l.bk, kvh), cos, sin);
+        let v = proj(&l.wv, &l.bv, kvh);
+
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 1), Tensor::cat(vec![pv, v], 1)),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let total = k.dims()[1];
+
+        // Grouped-query attention: each key/value head serves h/kvh query heads.
+        let rep = h / kvh;
+        let (k, v) = if rep == 1 {
+            (k, v)
+        } else {
+            let expand = |t: Tensor<3>| {
+                t.unsqueeze_dim::<4>(1)
+                    .expand([kvh, rep, total, hd])
+                    .reshape([h, total, hd])
+            };
+            (expand(k), expand(v))
+        };
+
+        let scale = (hd as f64).powf(-0.5);
+        let mut scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale);
+        if let Some(m) = mask {
+            scores = scores + m;
+        }
+        let p = softmax(scores, 2);
+        let out = p.matmul(v).swap_dims(0, 1).reshape([seq, h * hd]);
+        out.matmul(l.wo.clone())
+    }
+}
+
+/// RMSNorm with weight `[1, hidden]`, computed in f32 as transformers does.
+fn rms_norm(x: Tensor<2>, w: &Tensor<2>, eps: f64) -> Tensor<2> {
+    let inv = x
+        .clone()
+        .powf_scalar(2.0)
+        .mean_dim(1)
+        .add_scalar(eps)
+        .sqrt()
+        .recip();
+    x * inv * w.clone()
+}
+
+/// Rotary embedding, "rotate half" form: `x·cos + rotate_half(x)·sin`.
+fn rope(x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
+    let half = x.dims()[2] / 2;
+    let x1 = x.clone().narrow(2, 0, half);
+    let x2 = x.clone().narrow(2, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 2);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// Additive mask `[1, seq, start+seq]`: position `start+i` sees keys `0..=start+i`.
+fn causal_mask(start: usize, seq: usize, dev: &Device) -> Tensor<3> {
+    let total = start + seq;
+    let mut m = vec![0f32; seq * total];
+    for i in 0..seq {
+        for j in start + i + 1..total {
+            m[i * total + j] = f32::NEG_INFINITY;
+        }
+    }
+    Tensor::<2>::from_data(TensorData::new(m, [seq, total]), dev).unsqueeze_dim(0)
+}

