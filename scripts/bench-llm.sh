@@ -53,8 +53,7 @@ MODEL="${MODEL:-${SEER_TEST_MODELS:-/var/cache/seer-ci/models}/SmolLM2-135M-Inst
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/seer-ci/target}"
 PROMPT_FILE="$HERE/bench-prompt.txt"
-COMMON=(--model "$MODEL" --threads "$THREADS" --prompt-file "$PROMPT_FILE"
-        --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS")
+WORKLOAD=(--prompt-file "$PROMPT_FILE" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS")
 
 # The last line of stdout that parses as a JSON object, or nothing.
 last_json() { grep -E '^\s*\{.*\}\s*$' | tail -n1 || true; }
@@ -72,7 +71,7 @@ if [[ $RUN_SEER -eq 1 ]]; then
   echo "bench-llm: seer/$BACKEND, $THREADS thread(s)" >&2
   # shellcheck disable=SC2086
   if out="$(cd "$ROOT" && cargo run ${SEER_CARGO_ARGS:-} -p seer-models --bin seer-bench -- \
-              llm --backend "$BACKEND" "${COMMON[@]}")"; then
+              llm --model "$MODEL" --backend "$BACKEND" --threads "$THREADS" "${WORKLOAD[@]}")"; then
     SEER_JSON="$(last_json <<<"$out")"
   fi
   [[ -n "$SEER_JSON" ]] || { echo "bench-llm: seer-bench failed or printed no JSON line" >&2; status=1; }
@@ -80,7 +79,8 @@ fi
 
 if [[ $RUN_LLAMA -eq 1 ]]; then
   echo "bench-llm: llama.cpp, $THREADS thread(s)" >&2
-  if out="$("$PY" "$HERE/bench_llamacpp.py" "${COMMON[@]}" --n-ctx "$N_CTX")"; then
+  if out="$("$PY" "$HERE/bench_llamacpp.py" --model "$MODEL" --threads "$THREADS" "${WORKLOAD[@]}" \
+              --n-ctx "$N_CTX")"; then
     LLAMA_JSON="$(last_json <<<"$out")"
   fi
   [[ -n "$LLAMA_JSON" ]] || { echo "bench-llm: bench_llamacpp.py failed or printed no JSON line" >&2; status=1; }

@@ -8,15 +8,13 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use seer_models::device::{self, BackendKind};
-use seer_models::generate::{CancelToken, Engine, EngineOptions, Request, Sampling};
+use seer_models::generate::{
+    CancelToken, DEFAULT_SYSTEM_PROMPT, Engine, EngineOptions, Request, Sampling,
+};
+use seer_models::llama::WeightFormat;
 use seer_models::tokenizer::Message;
 use std::io::Write;
 use std::path::PathBuf;
-
-/// Seer's default system prompt. SmolLM2-135M is fragile: this wording is one
-/// that measurably keeps its answers factual (see shared/TEST-ASSETS.md).
-const SYSTEM_PROMPT: &str =
-    "You are Seer, a voice assistant running on smart glasses. Answer in one short sentence.";
 
 #[derive(Parser)]
 struct Args {
@@ -39,8 +37,11 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// System prompt.
-    #[arg(long, default_value = SYSTEM_PROMPT)]
+    #[arg(long, default_value = DEFAULT_SYSTEM_PROMPT)]
     system: String,
+    /// Weight format: native (ggml blocks, CPU) or f32; default per backend.
+    #[arg(long)]
+    weights: Option<String>,
     /// Print timings to stderr.
     #[arg(long)]
     timings: bool,
@@ -60,10 +61,17 @@ fn main() -> Result<()> {
         device::set_cpu_threads(n);
     }
     let backend: BackendKind = args.backend.parse()?;
+    let weights = match args.weights.as_deref() {
+        None => None,
+        Some("native") => Some(WeightFormat::Native),
+        Some("f32") => Some(WeightFormat::F32),
+        Some(other) => anyhow::bail!("--weights {other}: expected native or f32"),
+    };
     let engine = Engine::load(
         &args.model,
         &EngineOptions {
             backend,
+            weights,
             ..Default::default()
         },
     )

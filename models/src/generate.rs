@@ -14,7 +14,7 @@
 use crate::device::{self, BackendKind, OpenedDevice};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::llama::{KvCache, Llama, load_gguf};
+use crate::llama::{KvCache, Llama, WeightFormat, load_gguf};
 use crate::tokenizer::{Message, TextTokenizer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -22,6 +22,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Seer's default system prompt. Small models are fragile: with SmolLM2-135M
+/// Q4_1 the template's own default prompt and several plain ones ("You are a
+/// helpful assistant.") turn "What is the capital of France?" into nonsense,
+/// and one wording that works under llama.cpp's numerics fails under exact f32
+/// ones. This one answers France/Japan/Italy/spider-legs correctly under both
+/// (measured with `scripts/run.sh`, `--weights native|f32`).
+pub const DEFAULT_SYSTEM_PROMPT: &str =
+    "You are Seer, a helpful voice assistant on smart glasses. Answer in one short sentence.";
 
 /// How the next token is chosen. The default is greedy.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -178,6 +187,9 @@ pub struct EngineOptions {
     pub backend: BackendKind,
     /// Maximum tokens per sequence (prompt + answer).
     pub context_length: usize,
+    /// How weights are held; `None` picks per backend: ggml blocks with
+    /// llama.cpp's integer kernels on the CPU, f32 on wgpu.
+    pub weights: Option<WeightFormat>,
 }
 
 impl Default for EngineOptions {
@@ -185,6 +197,7 @@ impl Default for EngineOptions {
         Self {
             backend: BackendKind::Auto,
             context_length: 2048,
+            weights: None,
         }
     }
 }
@@ -206,12 +219,17 @@ impl Engine {
         let device = device::open(opts.backend)?;
         let gguf = GgufFile::open(path)?;
         let tokenizer = TextTokenizer::from_gguf(&gguf)?;
-        let model = load_gguf(&gguf, &device.device)?;
+        let format = opts.weights.unwrap_or(match device.kind {
+            BackendKind::Cpu => WeightFormat::Native,
+            _ => WeightFormat::F32,
+        });
+        let model = load_gguf(&gguf, &device.device, format)?;
         let load_time = t0.elapsed();
         tracing::info!(
             model = %path.display(),
             layers = model.config().num_layers,
             width = model.config().hidden_size,
+            weights = ?format,
             ms = load_time.as_millis() as u64,
             "language model loaded"
         );
@@ -293,10 +311,9 @@ impl Engine {
             cancel,
             req,
             tokens: Vec::new(),
+            decoder: StreamDecoder::default(),
             text: String::new(),
             emitted: 0,
-            prefix_offset: 0,
-            read_offset: 0,
             stop_reason: None,
             next_input: None,
             timings: Timings::default(),
@@ -314,12 +331,11 @@ pub struct Generation<'a> {
     cancel: CancelToken,
     req: Request,
     tokens: Vec<u32>,
+    decoder: StreamDecoder,
     /// Decoded text so far (may run ahead of what was emitted).
     text: String,
     /// Bytes of `text` already handed out.
     emitted: usize,
-    prefix_offset: usize,
-    read_offset: usize,
     stop_reason: Option<StopReason>,
     next_input: Option<u32>,
     timings: Timings,
@@ -408,22 +424,6 @@ impl Generation<'_> {
         Ok(Some(next))
     }
 
-    /// Appends the text of newly generated tokens, holding back incomplete
-    /// UTF-8 (decoders emit U+FFFD for a partial byte sequence).
-    fn decode_new(&mut self) -> Result<()> {
-        let tk = &self.engine.tokenizer;
-        let prefix = tk.decode(&self.tokens[self.prefix_offset..self.read_offset])?;
-        let full = tk.decode(&self.tokens[self.prefix_offset..])?;
-        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
-            if let Some(delta) = full.get(prefix.len()..) {
-                self.text.push_str(delta);
-            }
-            self.prefix_offset = self.read_offset;
-            self.read_offset = self.tokens.len();
-        }
-        Ok(())
-    }
-
     /// The next piece of text that is safe to show, if any; sets `stop_reason`
     /// when a stop string appears.
     fn take_piece(&mut self) -> Option<String> {
@@ -495,9 +495,12 @@ impl Iterator for Generation<'_> {
                 self.stop_reason = Some(StopReason::Eos);
                 continue;
             }
-            if let Err(e) = self.decode_new() {
-                self.stop_reason = Some(StopReason::Cancelled);
-                return Some(Err(e));
+            match self.decoder.push(&self.engine.tokenizer, tok) {
+                Ok(delta) => self.text.push_str(&delta),
+                Err(e) => {
+                    self.stop_reason = Some(StopReason::Cancelled);
+                    return Some(Err(e));
+                }
             }
             if let Some(p) = self.take_piece() {
                 return Some(Ok(p));
@@ -514,6 +517,36 @@ impl Generation<'_> {
         let piece = self.text[self.emitted..].to_owned();
         self.emitted = self.text.len();
         Some(Ok(piece))
+    }
+}
+
+/// Turns token ids into text incrementally without splitting characters.
+///
+/// Byte-level tokens can end in the middle of a UTF-8 sequence; decoding such
+/// a prefix yields U+FFFD. The decoder re-decodes a short window of recent
+/// tokens and only releases text once it no longer ends in U+FFFD, the method
+/// text-generation-inference uses.
+#[derive(Debug, Default, Clone)]
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+}
+
+impl StreamDecoder {
+    /// Adds one token; returns the text it completes (possibly empty).
+    pub fn push(&mut self, tk: &TextTokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let prefix = tk.decode(&self.ids[self.prefix_offset..self.read_offset])?;
+        let full = tk.decode(&self.ids[self.prefix_offset..])?;
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
+            let delta = full.get(prefix.len()..).unwrap_or_default().to_owned();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            Ok(delta)
+        } else {
+            Ok(String::new())
+        }
     }
 }
 

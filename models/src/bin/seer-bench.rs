@@ -77,6 +77,7 @@ fn main() -> Result<()> {
     let opts = EngineOptions {
         backend,
         context_length: prompt_tokens + gen_tokens + 8,
+        weights: None,
     };
     let engine =
         Engine::load(&model, &opts).with_context(|| format!("loading {}", model.display()))?;

@@ -12,6 +12,7 @@
 mod quant;
 
 pub use quant::GgmlType;
+pub(crate) use quant::dequantize as dequantize_into;
 
 use crate::error::{ModelError, Result};
 use std::collections::BTreeMap;

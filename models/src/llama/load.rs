@@ -6,13 +6,15 @@
 //! for why: burn's own quantised matmul is slower than f32 on the CPU backend).
 
 use super::config::{Arch, LlamaConfig};
-use super::model::{Layer, Llama};
+use super::model::{Embedding, Head, Layer, Linear, Llama};
+use super::qmatmul::QMatrix;
 use crate::error::{ModelError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgmlType, GgufFile};
 use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A weight as read from a file: row-major values and shape.
 pub(crate) struct Raw {
@@ -20,10 +22,28 @@ pub(crate) struct Raw {
     pub(crate) shape: Vec<usize>,
 }
 
+/// How weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// Everything dequantised to f32 on the device. Exact transformers
+    /// numerics; the choice for wgpu, whose kernels take f32.
+    #[default]
+    F32,
+    /// Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights stay in their ggml blocks in host
+    /// memory and are multiplied with ggml's integer kernels (llama.cpp's
+    /// numerics, a quarter of the memory). CPU backend only; other types are
+    /// dequantised to f32.
+    Native,
+}
+
 /// A store of named weights, keyed by GGUF tensor names.
 pub(crate) trait Source {
     fn path(&self) -> &Path;
     fn get(&self, gguf_name: &str) -> Result<Option<Raw>>;
+    /// The tensor's ggml blocks, if it is stored in a type [`QMatrix`] can use.
+    fn blocks(&self, _gguf_name: &str) -> Option<(GgmlType, &[u8])> {
+        None
+    }
     /// Whether q/k rows are in llama.cpp's interleaved-pair order.
     fn qk_interleaved(&self, arch: Arch) -> bool;
 }
@@ -46,6 +66,14 @@ impl Source for GgufFile {
 
     fn qk_interleaved(&self, arch: Arch) -> bool {
         arch == Arch::Llama
+    }
+
+    fn blocks(&self, name: &str) -> Option<(GgmlType, &[u8])> {
+        let info = self.tensor(name)?;
+        if !QMatrix::supports(info.ty) || info.dims.len() != 2 {
+            return None;
+        }
+        self.tensor_bytes(name).ok().map(|b| (info.ty, b))
     }
 }
 
@@ -197,9 +225,9 @@ impl Source for HfSource {
 }
 
 /// Loads a Llama-family model from a GGUF file onto `device`.
-pub fn load_gguf(gguf: &GgufFile, device: &Device) -> Result<Llama> {
+pub fn load_gguf(gguf: &GgufFile, device: &Device, format: WeightFormat) -> Result<Llama> {
     let config = LlamaConfig::from_gguf(gguf)?;
-    build(&config, gguf, device)
+    build(&config, gguf, device, format)
 }
 
 /// Loads a Llama-family model from an HF directory (`config.json` +
@@ -207,10 +235,10 @@ pub fn load_gguf(gguf: &GgufFile, device: &Device) -> Result<Llama> {
 pub fn load_hf(dir: &Path, device: &Device) -> Result<Llama> {
     let config = LlamaConfig::from_hf_json(&dir.join("config.json"))?;
     let src = HfSource::open(dir)?;
-    build(&config, &src, device)
+    build(&config, &src, device, WeightFormat::F32)
 }
 
-fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device) -> Result<Llama> {
+fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device, format: WeightFormat) -> Result<Llama> {
     let want = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
         let raw = src.get(name)?.ok_or_else(|| ModelError::Tensor {
             path: src.path().to_owned(),
@@ -233,23 +261,48 @@ fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device) -> Result<Llama> {
     let (qd, kvd) = (c.num_heads * hd, c.num_kv_heads * hd);
     let interleaved = src.qk_interleaved(c.arch);
     let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [1, v.len()]), dev);
+    // Kept in ggml blocks when the format asks for it and the type allows;
+    // `heads` un-permutes llama.cpp's q/k row order (whole rows move, so this
+    // works on blocks as on floats).
+    let quant =
+        |name: &str, out: usize, inp: usize, heads: Option<usize>| -> Option<Arc<QMatrix>> {
+            if format != WeightFormat::Native {
+                return None;
+            }
+            let (ty, bytes) = src.blocks(name)?;
+            let (be, bb) = ty.block_layout();
+            if inp % be != 0 || out * inp / be * bb != bytes.len() {
+                return None;
+            }
+            let data = match heads {
+                Some(h) if interleaved => unpermute_rows(bytes, h, hd, inp / be * bb),
+                _ => bytes.to_vec(),
+            };
+            Some(Arc::new(QMatrix::new(ty, out, inp, data)))
+        };
     // [out, in] in the file → [in, out] for x·W.
-    let linear = |name: &str, out: usize, inp: usize| -> Result<Tensor<2>> {
+    let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
+        if let Some(q) = quant(name, out, inp, None) {
+            return Ok(Linear::Quant(q));
+        }
         let w = want(name, &[out, inp])?;
-        Ok(Tensor::from_data(
+        Ok(Linear::Dense(Tensor::from_data(
             TensorData::new(transpose(&w, out, inp), [inp, out]),
             dev,
-        ))
+        )))
     };
-    let qk = |name: &str, heads: usize, inp: usize| -> Result<Tensor<2>> {
+    let qk = |name: &str, heads: usize, inp: usize| -> Result<Linear> {
+        if let Some(q) = quant(name, heads * hd, inp, Some(heads)) {
+            return Ok(Linear::Quant(q));
+        }
         let mut w = want(name, &[heads * hd, inp])?;
         if interleaved {
             w = unpermute_rows(&w, heads, hd, inp);
         }
-        Ok(Tensor::from_data(
+        Ok(Linear::Dense(Tensor::from_data(
             TensorData::new(transpose(&w, heads * hd, inp), [inp, heads * hd]),
             dev,
-        ))
+        )))
     };
     let bias = |name: &str, heads: usize, permute: bool| -> Result<Option<Tensor<2>>> {
         if !c.attention_bias {
@@ -280,22 +333,25 @@ fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device) -> Result<Llama> {
             w_down: linear(&n("ffn_down.weight"), hid, c.intermediate_size)?,
         });
     }
-    let matrix = |v: Vec<f32>, r: usize, cols: usize| {
-        Tensor::<2>::from_data(TensorData::new(v, [r, cols]), dev)
+    let matrix = |name: &str| -> Result<Head> {
+        if let Some(q) = quant(name, c.vocab_size, hid, None) {
+            return Ok(Head::Quant(q));
+        }
+        let v = want(name, &[c.vocab_size, hid])?;
+        Ok(Head::Dense(Tensor::<2>::from_data(
+            TensorData::new(v, [c.vocab_size, hid]),
+            dev,
+        )))
     };
-    let embed = matrix(
-        want("token_embd.weight", &[c.vocab_size, hid])?,
-        c.vocab_size,
-        hid,
-    );
+    let embed_m = matrix("token_embd.weight")?;
+    let embed = match &embed_m {
+        Head::Dense(t) => Embedding::Dense(t.clone()),
+        Head::Quant(q) => Embedding::Quant(q.clone()),
+    };
     let lm_head = if c.tie_word_embeddings {
-        None
+        embed_m
     } else {
-        Some(matrix(
-            want("output.weight", &[c.vocab_size, hid])?,
-            c.vocab_size,
-            hid,
-        ))
+        matrix("output.weight")?
     };
     let mut inv_freq = c.inv_freq();
     // llama.cpp bakes Llama-3 scaling into per-frequency divisors.
@@ -323,6 +379,7 @@ fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device) -> Result<Llama> {
         norm: row(want("output_norm.weight", &[hid])?),
         lm_head,
         inv_freq: inv_freq.iter().map(|&x| x as f32).collect(),
+        f16_attention: format == WeightFormat::Native,
     })
 }
 
@@ -337,10 +394,11 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// Undoes llama.cpp's q/k row permutation: GGUF row `h·hd + 2b + a` holds HF row
-/// `h·hd + a·hd/2 + b` (pairs interleaved instead of halves).
-fn unpermute_rows(w: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
+/// `h·hd + a·hd/2 + b` (pairs interleaved instead of halves). `cols` is the
+/// row length in elements of `T` (floats, or bytes of ggml blocks).
+fn unpermute_rows<T: Copy + Default>(w: &[T], heads: usize, hd: usize, cols: usize) -> Vec<T> {
     let half = hd / 2;
-    let mut out = vec![0f32; w.len()];
+    let mut out = vec![T::default(); w.len()];
     for h in 0..heads {
         for b in 0..half {
             for a in 0..2 {

@@ -4,7 +4,8 @@
 mod config;
 mod load;
 mod model;
+mod qmatmul;
 
 pub use config::{Arch, Llama3RopeScaling, LlamaConfig};
-pub use load::{load_gguf, load_hf};
+pub use load::{WeightFormat, load_gguf, load_hf};
 pub use model::{KvCache, Llama};

@@ -5,25 +5,63 @@
 //! `[in, out]` (burn's convention) so a projection is `x.matmul(w)`.
 
 use super::config::LlamaConfig;
+use super::qmatmul::QMatrix;
 use crate::error::{ModelError, Result};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::activation::{silu, softmax};
+use std::sync::Arc;
+
+/// A projection weight, in whichever form is fastest on its device.
+#[derive(Debug, Clone)]
+pub(crate) enum Linear {
+    /// `[in, out]` f32 on the device: `x·W`.
+    Dense(Tensor<2>),
+    /// ggml blocks in host memory, `[out, in]` (CPU backend).
+    Quant(Arc<QMatrix>),
+}
+
+impl Linear {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Linear::Dense(w) => x.matmul(w.clone()),
+            Linear::Quant(q) => {
+                let dev = x.device();
+                let [n, _] = x.dims();
+                let v = x
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("activations are f32");
+                Tensor::from_data(TensorData::new(q.matmul(&v, n), [n, q.rows()]), &dev)
+            }
+        }
+    }
+}
+
+/// The token embedding table, `[vocab, hidden]`.
+#[derive(Debug, Clone)]
+pub(crate) enum Embedding {
+    /// f32 on the device.
+    Dense(Tensor<2>),
+    /// ggml blocks in host memory; rows are dequantised on lookup.
+    Quant(Arc<QMatrix>),
+}
 
 /// One decoder layer's weights.
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
     pub(crate) attn_norm: Tensor<2>,
-    pub(crate) wq: Tensor<2>,
-    pub(crate) wk: Tensor<2>,
-    pub(crate) wv: Tensor<2>,
+    pub(crate) wq: Linear,
+    pub(crate) wk: Linear,
+    pub(crate) wv: Linear,
     pub(crate) bq: Option<Tensor<2>>,
     pub(crate) bk: Option<Tensor<2>>,
     pub(crate) bv: Option<Tensor<2>>,
-    pub(crate) wo: Tensor<2>,
+    pub(crate) wo: Linear,
     pub(crate) ffn_norm: Tensor<2>,
-    pub(crate) w_gate: Tensor<2>,
-    pub(crate) w_up: Tensor<2>,
-    pub(crate) w_down: Tensor<2>,
+    pub(crate) w_gate: Linear,
+    pub(crate) w_up: Linear,
+    pub(crate) w_down: Linear,
 }
 
 /// A loaded Llama-family model on one device.
@@ -34,15 +72,27 @@ pub(crate) struct Layer {
 pub struct Llama {
     pub(crate) config: LlamaConfig,
     pub(crate) device: Device,
-    /// `[vocab, hidden]`; also the output projection when embeddings are tied.
-    pub(crate) embed: Tensor<2>,
+    pub(crate) embed: Embedding,
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: Tensor<2>,
-    /// `[vocab, hidden]` like the embedding, so logits are `W·xᵀ` without
-    /// transposing a large matrix. `None` when tied to `embed`.
-    pub(crate) lm_head: Option<Tensor<2>>,
+    /// The output projection. A dense head is kept `[vocab, hidden]` like the
+    /// embedding, so logits are `W·xᵀ` without transposing a large matrix and
+    /// a tied head shares the embedding's memory.
+    pub(crate) lm_head: Head,
     /// RoPE inverse frequencies (`head_dim / 2`).
     pub(crate) inv_freq: Vec<f32>,
+    /// Round attention operands through f16 as llama.cpp's default f16 KV
+    /// cache does (set with the ggml-compatible weight format).
+    pub(crate) f16_attention: bool,
+}
+
+/// The output projection.
+#[derive(Debug, Clone)]
+pub(crate) enum Head {
+    /// `[vocab, hidden]` on the device (possibly the embedding itself).
+    Dense(Tensor<2>),
+    /// ggml blocks (possibly the embedding's).
+    Quant(Arc<QMatrix>),
 }
 
 /// Per-layer key/value history for one sequence.
@@ -124,8 +174,16 @@ impl Llama {
         }
         let dev = &self.device;
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), dev);
-        let mut x = self.embed.clone().select(0, ids);
+        let mut x = match &self.embed {
+            Embedding::Dense(e) => {
+                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), dev);
+                e.clone().select(0, ids)
+            }
+            Embedding::Quant(q) => {
+                let rows = q.dequantize_rows(tokens);
+                Tensor::from_data(TensorData::new(rows, [seq, self.config.hidden_size]), dev)
+            }
+        };
 
         let (cos, sin) = self.rope_tables(start, seq);
         let mask = (seq > 1).then(|| causal_mask(start, seq, dev));
@@ -135,9 +193,9 @@ impl Llama {
             let a = self.attention(layer, h, &cos, &sin, mask.clone(), &mut cache.layers[i]);
             x = x + a;
             let h = rms_norm(x.clone(), &layer.ffn_norm, self.config.rms_norm_eps);
-            let gate = silu(h.clone().matmul(layer.w_gate.clone()));
-            let up = h.matmul(layer.w_up.clone());
-            x = x + (gate * up).matmul(layer.w_down.clone());
+            let gate = silu(layer.w_gate.forward(h.clone()));
+            let up = layer.w_up.forward(h);
+            x = x + layer.w_down.forward(gate * up);
         }
         cache.len += seq;
 
@@ -145,9 +203,11 @@ impl Llama {
             x = x.narrow(0, seq - 1, 1);
         }
         let x = rms_norm(x, &self.norm, self.config.rms_norm_eps);
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        // [vocab, hidden] · [hidden, n] → [vocab, n] → [n, vocab]
-        Ok(head.clone().matmul(x.transpose()).transpose())
+        Ok(match &self.lm_head {
+            // [vocab, hidden] · [hidden, n] → [vocab, n] → [n, vocab]
+            Head::Dense(w) => w.clone().matmul(x.transpose()).transpose(),
+            Head::Quant(q) => Linear::Quant(q.clone()).forward(x),
+        })
     }
 
     /// cos/sin tables `[seq, head_dim]` for absolute positions `start..start+seq`,
@@ -174,6 +234,14 @@ impl Llama {
         (cos, sin)
     }
 
+    fn round_f16(&self, t: Tensor<3>) -> Tensor<3> {
+        if self.f16_attention {
+            t.cast(FloatDType::F16).cast(FloatDType::F32)
+        } else {
+            t
+        }
+    }
+
     fn attention(
         &self,
         l: &Layer,
@@ -186,16 +254,17 @@ impl Llama {
         let c = &self.config;
         let seq = x.dims()[0];
         let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let proj = |w: &Tensor<2>, b: &Option<Tensor<2>>, heads: usize| {
-            let mut y = x.clone().matmul(w.clone());
+        let proj = |w: &Linear, b: &Option<Tensor<2>>, heads: usize| {
+            let mut y = w.forward(x.clone());
             if let Some(b) = b {
                 y = y + b.clone();
             }
             y.reshape([seq, heads, hd]).swap_dims(0, 1)
         };
-        let q = rope(proj(&l.wq, &l.bq, h), cos, sin);
-        let k = rope(proj(&l.wk, &l.bk, kvh), cos, sin);
-        let v = proj(&l.wv, &l.bv, kvh);
+        let r16 = |t: Tensor<3>| self.round_f16(t);
+        let q = r16(rope(proj(&l.wq, &l.bq, h), cos, sin));
+        let k = r16(rope(proj(&l.wk, &l.bk, kvh), cos, sin));
+        let v = r16(proj(&l.wv, &l.bv, kvh));
 
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 1), Tensor::cat(vec![pv, v], 1)),
@@ -222,9 +291,9 @@ impl Llama {
         if let Some(m) = mask {
             scores = scores + m;
         }
-        let p = softmax(scores, 2);
+        let p = r16(softmax(scores, 2));
         let out = p.matmul(v).swap_dims(0, 1).reshape([seq, h * hd]);
-        out.matmul(l.wo.clone())
+        l.wo.forward(out)
     }
 }
 

@@ -1,0 +1,306 @@
+//! Quantised matrix × vector products on the CPU, with ggml's numerics.
+//!
+//! Weights stay in their GGUF blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): a Q4_1
+//! SmolLM2-135M is ~100 MB in memory instead of ~540 MB as f32, and decoding,
+//! which is bound by bytes of weights read per token, reads a quarter of the
+//! bytes. Activations are quantised per 32-value block to Q8_0/Q8_1 with f16
+//! scales and the dot products are integer sums, exactly as ggml's CPU backend
+//! computes them, so greedy decoding follows llama.cpp's token choices even
+//! where two logits are within a few hundredths of each other (SmolLM2-135M's
+//! first answer token is such a near-tie).
+//!
+//! burn's own quantised tensors dequantise the whole weight on every call on
+//! the CPU backend (10–55× slower than f32, see BURN-NOTES), so this runs on
+//! host memory: the activation is read out of the tensor, multiplied here with
+//! rayon across output rows, and written back. On the `flex` backend those
+//! copies are a few kilobytes per token.
+
+use crate::gguf::GgmlType;
+use half::f16;
+use rayon::prelude::*;
+
+/// A `[rows, cols]` weight (rows = output features) in ggml blocks.
+#[derive(Debug, Clone)]
+pub(crate) struct QMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+/// Which activation format a weight type's dot product uses (ggml's `vec_dot_type`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ActFormat {
+    Q8_0,
+    Q8_1,
+}
+
+impl QMatrix {
+    /// Whether this module can multiply by weights of type `ty`.
+    pub(crate) fn supports(ty: GgmlType) -> bool {
+        matches!(
+            ty,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+        )
+    }
+
+    /// Wraps raw blocks; the caller has checked the type and that `data` holds
+    /// exactly `rows × cols` values.
+    pub(crate) fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Self {
+        debug_assert!(Self::supports(ty));
+        debug_assert_eq!(data.len(), rows * cols / 32 * ty.block_layout().1);
+        Self {
+            ty,
+            rows,
+            cols,
+            data,
+        }
+    }
+
+    /// Output features.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Rows `ids` dequantised to f32, concatenated (embedding lookup).
+    pub(crate) fn dequantize_rows(&self, ids: &[u32]) -> Vec<f32> {
+        let row_bytes = self.cols / 32 * self.ty.block_layout().1;
+        let mut out = vec![0f32; ids.len() * self.cols];
+        for (o, &id) in out.chunks_exact_mut(self.cols).zip(ids) {
+            let r = id as usize * row_bytes;
+            crate::gguf::dequantize_into(self.ty, &self.data[r..r + row_bytes], o);
+        }
+        out
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn act_format(&self) -> ActFormat {
+        match self.ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => ActFormat::Q8_1,
+            _ => ActFormat::Q8_0,
+        }
+    }
+
+    /// `y = x · Wᵀ` for `x` of shape `[n, cols]` (row-major), giving `[n, rows]`.
+    pub(crate) fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), n * self.cols);
+        let fmt = self.act_format();
+        let acts: Vec<QBlocks> = x
+            .chunks_exact(self.cols)
+            .map(|r| quantize_row(r, fmt))
+            .collect();
+        let bb = self.ty.block_layout().1;
+        let row_bytes = self.cols / 32 * bb;
+        let mut out = vec![0f32; n * self.rows];
+        // Parallel over output rows; each task computes a column of `out` for
+        // every input row so each weight row is read once per call.
+        let cols_out: Vec<Vec<f32>> = self
+            .data
+            .par_chunks_exact(row_bytes)
+            .with_min_len(64)
+            .map(|w| acts.iter().map(|a| self.dot(w, a)).collect())
+            .collect();
+        for (r, col) in cols_out.into_iter().enumerate() {
+            for (i, v) in col.into_iter().enumerate() {
+                out[i * self.rows + r] = v;
+            }
+        }
+        out
+    }
+
+    fn dot(&self, w: &[u8], a: &QBlocks) -> f32 {
+        let bb = self.ty.block_layout().1;
+        let mut sum = 0f32;
+        for (b, (blk, qa)) in w.chunks_exact(bb).zip(a.qs.chunks_exact(32)).enumerate() {
+            let (da, sa) = (a.d[b], a.s[b]);
+            sum += match self.ty {
+                GgmlType::Q4_0 => {
+                    let d = f16_at(blk, 0);
+                    let q = &blk[2..18];
+                    let mut s = 0i32;
+                    for j in 0..16 {
+                        s += ((q[j] & 0x0f) as i32 - 8) * qa[j] as i32;
+                        s += ((q[j] >> 4) as i32 - 8) * qa[j + 16] as i32;
+                    }
+                    d * da * s as f32
+                }
+                GgmlType::Q4_1 => {
+                    let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+                    let q = &blk[4..20];
+                    let mut s = 0i32;
+                    for j in 0..16 {
+                        s += (q[j] & 0x0f) as i32 * qa[j] as i32;
+                        s += (q[j] >> 4) as i32 * qa[j + 16] as i32;
+                    }
+                    d * da * s as f32 + m * sa
+                }
+                GgmlType::Q5_0 => {
+                    let d = f16_at(blk, 0);
+                    let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                    let q = &blk[6..22];
+                    let mut s = 0i32;
+                    for j in 0..16 {
+                        let h0 = ((qh >> j) << 4) & 0x10;
+                        let h1 = (qh >> (j + 12)) & 0x10;
+                        s += (((q[j] & 0x0f) as u32 | h0) as i32 - 16) * qa[j] as i32;
+                        s += (((q[j] >> 4) as u32 | h1) as i32 - 16) * qa[j + 16] as i32;
+                    }
+                    d * da * s as f32
+                }
+                GgmlType::Q5_1 => {
+                    let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+                    let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
+                    let q = &blk[8..24];
+                    let mut s = 0i32;
+                    for j in 0..16 {
+                        let h0 = ((qh >> j) << 4) & 0x10;
+                        let h1 = (qh >> (j + 12)) & 0x10;
+                        s += ((q[j] & 0x0f) as u32 | h0) as i32 * qa[j] as i32;
+                        s += ((q[j] >> 4) as u32 | h1) as i32 * qa[j + 16] as i32;
+                    }
+                    d * da * s as f32 + m * sa
+                }
+                GgmlType::Q8_0 => {
+                    let d = f16_at(blk, 0);
+                    let mut s = 0i32;
+                    for j in 0..32 {
+                        s += (blk[2 + j] as i8) as i32 * qa[j] as i32;
+                    }
+                    d * da * s as f32
+                }
+                _ => unreachable!("QMatrix::supports rejects {}", self.ty),
+            };
+        }
+        sum
+    }
+}
+
+/// One activation row quantised to 32-value blocks.
+struct QBlocks {
+    qs: Vec<i8>,
+    /// Scale per block, rounded through f16 as ggml stores it.
+    d: Vec<f32>,
+    /// Q8_1 only: `d · Σq` per block, rounded through f16.
+    s: Vec<f32>,
+}
+
+/// ggml's `quantize_row_q8_0` / `quantize_row_q8_1`.
+fn quantize_row(x: &[f32], fmt: ActFormat) -> QBlocks {
+    let nb = x.len() / 32;
+    let mut out = QBlocks {
+        qs: vec![0; x.len()],
+        d: Vec::with_capacity(nb),
+        s: Vec::with_capacity(nb),
+    };
+    for (b, xs) in x.chunks_exact(32).enumerate() {
+        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (j, &v) in xs.iter().enumerate() {
+            // ggml's SIMD paths round half to even.
+            let q = (v * id).round_ties_even() as i32;
+            out.qs[b * 32 + j] = q as i8;
+            sum += q;
+        }
+        out.d.push(f16::from_f32(d).to_f32());
+        out.s.push(match fmt {
+            ActFormat::Q8_1 => f16::from_f32(d * sum as f32).to_f32(),
+            ActFormat::Q8_0 => 0.0,
+        });
+    }
+    out
+}
+
+#[inline]
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::dequantize_into;
+
+    /// A deterministic pseudo-random stream, enough to fill test blocks.
+    fn lcg(seed: &mut u64) -> u32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as u32
+    }
+
+    /// Random but well-formed blocks: finite f16 scales, any quant bits.
+    fn random_blocks(ty: GgmlType, rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
+        let (be, bb) = ty.block_layout();
+        let mut data = Vec::new();
+        for _ in 0..rows * cols / be {
+            let mut blk: Vec<u8> = (0..bb).map(|_| lcg(seed) as u8).collect();
+            let d = f16::from_f32(0.01 + (lcg(seed) % 100) as f32 * 1e-3).to_le_bytes();
+            blk[0..2].copy_from_slice(&d);
+            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                let m = f16::from_f32(-0.05 + (lcg(seed) % 100) as f32 * 1e-3).to_le_bytes();
+                blk[2..4].copy_from_slice(&m);
+            }
+            data.extend(blk);
+        }
+        data
+    }
+
+    /// The kernel equals "dequantised weights · ggml-quantised activations"
+    /// computed in f64: the integer arithmetic is exact, only f32 summation
+    /// differs.
+    #[test]
+    fn kernel_matches_dequantised_reference() {
+        let mut seed = 7;
+        let (rows, cols, n) = (5, 96, 3);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
+            let data = random_blocks(ty, rows, cols, &mut seed);
+            let mut w = vec![0f32; rows * cols];
+            dequantize_into(ty, &data, &mut w);
+            let x: Vec<f32> = (0..n * cols)
+                .map(|_| (lcg(&mut seed) % 2000) as f32 / 1000.0 - 1.0)
+                .collect();
+            let m = QMatrix::new(ty, rows, cols, data);
+            let got = m.matmul(&x, n);
+            for i in 0..n {
+                let a = quantize_row(&x[i * cols..(i + 1) * cols], m.act_format());
+                for r in 0..rows {
+                    let mut want = 0f64;
+                    for b in 0..cols / 32 {
+                        let wq = &w[r * cols + b * 32..r * cols + b * 32 + 32];
+                        let qa = &a.qs[b * 32..b * 32 + 32];
+                        let dot: f64 = wq
+                            .iter()
+                            .zip(qa)
+                            .map(|(&wv, &q)| wv as f64 * q as f64)
+                            .sum();
+                        want += dot * a.d[b] as f64;
+                    }
+                    let g = got[i * rows + r] as f64;
+                    // Q8_1's sum term is rounded through f16 by design.
+                    let tol = 1e-4 * want.abs().max(1.0)
+                        + if m.act_format() == ActFormat::Q8_1 {
+                            2e-2
+                        } else {
+                            0.0
+                        };
+                    assert!(
+                        (g - want).abs() <= tol,
+                        "{ty} row {r} input {i}: {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
