@@ -75,7 +75,7 @@ pub fn wgpu_adapters() -> Vec<AdapterSummary> {
     use burn::tensor::wgpu::wgpu;
     let instance = wgpu::Instance::default();
     let adapters =
-        futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
     adapters
         .iter()
         .map(|a| {

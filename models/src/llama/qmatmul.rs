@@ -73,11 +73,6 @@ impl QMatrix {
         out
     }
 
-    /// Bytes held.
-    pub(crate) fn bytes(&self) -> usize {
-        self.data.len()
-    }
-
     fn act_format(&self) -> ActFormat {
         match self.ty {
             GgmlType::Q4_1 | GgmlType::Q5_1 => ActFormat::Q8_1,
