@@ -309,10 +309,11 @@ impl TextTokenizer {
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, false).map_err(tk_err)?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
-        if add_bos && self.add_bos {
-            if let Some(b) = self.bos {
-                ids.push(b);
-            }
+        if add_bos
+            && self.add_bos
+            && let Some(b) = self.bos
+        {
+            ids.push(b);
         }
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)

@@ -271,7 +271,7 @@ fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device, format: WeightFormat) 
             }
             let (ty, bytes) = src.blocks(name)?;
             let (be, bb) = ty.block_layout();
-            if inp % be != 0 || out * inp / be * bb != bytes.len() {
+            if !inp.is_multiple_of(be) || out * inp / be * bb != bytes.len() {
                 return None;
             }
             let data = match heads {

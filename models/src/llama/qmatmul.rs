@@ -88,89 +88,124 @@ impl QMatrix {
             .chunks_exact(self.cols)
             .map(|r| quantize_row(r, fmt))
             .collect();
-        let bb = self.ty.block_layout().1;
-        let row_bytes = self.cols / 32 * bb;
-        let mut out = vec![0f32; n * self.rows];
-        // Parallel over output rows; each task computes a column of `out` for
-        // every input row so each weight row is read once per call.
-        let cols_out: Vec<Vec<f32>> = self
+        let row_bytes = self.cols / 32 * self.ty.block_layout().1;
+        // Parallel over output rows; each task unpacks a weight block once and
+        // uses it for every input row, so prefill reads the weights once.
+        let per_row: Vec<Vec<f32>> = self
             .data
             .par_chunks_exact(row_bytes)
-            .with_min_len(64)
-            .map(|w| acts.iter().map(|a| self.dot(w, a)).collect())
+            .with_min_len(16)
+            .map(|w| {
+                let mut sums = vec![0f32; n];
+                row_dot(self.ty, w, &acts, &mut sums);
+                sums
+            })
             .collect();
-        for (r, col) in cols_out.into_iter().enumerate() {
+        let mut out = vec![0f32; n * self.rows];
+        for (r, col) in per_row.into_iter().enumerate() {
             for (i, v) in col.into_iter().enumerate() {
                 out[i * self.rows + r] = v;
             }
         }
         out
     }
+}
 
-    fn dot(&self, w: &[u8], a: &QBlocks) -> f32 {
-        let bb = self.ty.block_layout().1;
-        let mut sum = 0f32;
-        for (b, (blk, qa)) in w.chunks_exact(bb).zip(a.qs.chunks_exact(32)).enumerate() {
-            let (da, sa) = (a.d[b], a.s[b]);
-            sum += match self.ty {
-                GgmlType::Q4_0 => {
-                    let d = f16_at(blk, 0);
-                    let q = &blk[2..18];
-                    let mut s = 0i32;
-                    for j in 0..16 {
-                        s += ((q[j] & 0x0f) as i32 - 8) * qa[j] as i32;
-                        s += ((q[j] >> 4) as i32 - 8) * qa[j + 16] as i32;
-                    }
-                    d * da * s as f32
-                }
-                GgmlType::Q4_1 => {
-                    let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
-                    let q = &blk[4..20];
-                    let mut s = 0i32;
-                    for j in 0..16 {
-                        s += (q[j] & 0x0f) as i32 * qa[j] as i32;
-                        s += (q[j] >> 4) as i32 * qa[j + 16] as i32;
-                    }
-                    d * da * s as f32 + m * sa
-                }
-                GgmlType::Q5_0 => {
-                    let d = f16_at(blk, 0);
-                    let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-                    let q = &blk[6..22];
-                    let mut s = 0i32;
-                    for j in 0..16 {
-                        let h0 = ((qh >> j) << 4) & 0x10;
-                        let h1 = (qh >> (j + 12)) & 0x10;
-                        s += (((q[j] & 0x0f) as u32 | h0) as i32 - 16) * qa[j] as i32;
-                        s += (((q[j] >> 4) as u32 | h1) as i32 - 16) * qa[j + 16] as i32;
-                    }
-                    d * da * s as f32
-                }
-                GgmlType::Q5_1 => {
-                    let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
-                    let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
-                    let q = &blk[8..24];
-                    let mut s = 0i32;
-                    for j in 0..16 {
-                        let h0 = ((qh >> j) << 4) & 0x10;
-                        let h1 = (qh >> (j + 12)) & 0x10;
-                        s += ((q[j] & 0x0f) as u32 | h0) as i32 * qa[j] as i32;
-                        s += ((q[j] >> 4) as u32 | h1) as i32 * qa[j + 16] as i32;
-                    }
-                    d * da * s as f32 + m * sa
-                }
-                GgmlType::Q8_0 => {
-                    let d = f16_at(blk, 0);
-                    let mut s = 0i32;
-                    for j in 0..32 {
-                        s += (blk[2 + j] as i8) as i32 * qa[j] as i32;
-                    }
-                    d * da * s as f32
-                }
-                _ => unreachable!("QMatrix::supports rejects {}", self.ty),
-            };
+/// Dispatches to a copy of [`row_dot_generic`] compiled for the best
+/// instruction set this CPU has (the binary itself targets the baseline, so
+/// it runs on any x86-64 or aarch64 board).
+fn row_dot(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features the function is compiled for were just detected.
+            unsafe { row_dot_avx2(ty, w, acts, sums) };
+            return;
         }
-        sum
+    }
+    row_dot_generic(ty, w, acts, sums);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn row_dot_avx2(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
+    row_dot_generic(ty, w, acts, sums);
+}
+
+/// One weight row against every activation row, block by block, in ggml's
+/// order: `Σ_blocks d_w·d_x·Σ(q_w·q_x) + m_w·s_x`.
+#[inline(always)]
+fn row_dot_generic(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
+    let bb = ty.block_layout().1;
+    let mut wq = [0i8; 32];
+    for (b, blk) in w.chunks_exact(bb).enumerate() {
+        let (d, m) = unpack(ty, blk, &mut wq);
+        for (a, sum) in acts.iter().zip(sums.iter_mut()) {
+            let qa: &[i8; 32] = a.qs[b * 32..b * 32 + 32]
+                .try_into()
+                .expect("32-value block");
+            *sum += d * a.d[b] * idot(&wq, qa) as f32 + m * a.s[b];
+        }
+    }
+}
+
+/// Σ a·b over a block, written so the compiler vectorises it (widen, multiply-add).
+#[inline(always)]
+fn idot(a: &[i8; 32], b: &[i8; 32]) -> i32 {
+    let mut s = 0i32;
+    for j in 0..32 {
+        s += a[j] as i32 * b[j] as i32;
+    }
+    s
+}
+
+/// A weight block's 32 integer values (offset-corrected where the format is
+/// signed) and its scale and minimum (0 for formats without one).
+#[inline(always)]
+fn unpack(ty: GgmlType, blk: &[u8], q: &mut [i8; 32]) -> (f32, f32) {
+    match ty {
+        GgmlType::Q4_0 => {
+            for j in 0..16 {
+                q[j] = (blk[2 + j] & 0x0f) as i8 - 8;
+                q[j + 16] = (blk[2 + j] >> 4) as i8 - 8;
+            }
+            (f16_at(blk, 0), 0.0)
+        }
+        GgmlType::Q4_1 => {
+            for j in 0..16 {
+                q[j] = (blk[4 + j] & 0x0f) as i8;
+                q[j + 16] = (blk[4 + j] >> 4) as i8;
+            }
+            (f16_at(blk, 0), f16_at(blk, 2))
+        }
+        GgmlType::Q5_0 => {
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            for j in 0..16 {
+                let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                q[j] = ((blk[6 + j] & 0x0f) | h0) as i8 - 16;
+                q[j + 16] = ((blk[6 + j] >> 4) | h1) as i8 - 16;
+            }
+            (f16_at(blk, 0), 0.0)
+        }
+        GgmlType::Q5_1 => {
+            let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
+            for j in 0..16 {
+                let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                q[j] = ((blk[8 + j] & 0x0f) | h0) as i8;
+                q[j + 16] = ((blk[8 + j] >> 4) | h1) as i8;
+            }
+            (f16_at(blk, 0), f16_at(blk, 2))
+        }
+        GgmlType::Q8_0 => {
+            for j in 0..32 {
+                q[j] = blk[2 + j] as i8;
+            }
+            (f16_at(blk, 0), 0.0)
+        }
+        other => unreachable!("QMatrix::supports rejects {other}"),
     }
 }
 
