@@ -86,7 +86,7 @@ impl QMatrix {
         let fmt = self.act_format();
         let acts: Vec<QBlocks> = x
             .chunks_exact(self.cols)
-            .map(|r| quantize_row(r, fmt))
+            .map(|r| quantize_row_best(r, fmt))
             .collect();
         let row_bytes = self.cols / 32 * self.ty.block_layout().1;
         // Parallel over output rows; each task unpacks a weight block once and
@@ -136,17 +136,27 @@ fn row_dot(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
 
 /// AVX2 integer dot products for the common formats (Q4_0, Q4_1, Q8_0), as
 /// ggml's x86 kernels do them: unpack 32 weights into a register, multiply
-/// with the activation bytes with `maddubs`, widen with `madd`. The integer
-/// sum is exact, and the float combination is the same as the generic path,
-/// so both give identical results. Other formats use the generic body
-/// compiled for AVX2.
+/// with the activation bytes with `maddubs`, widen with `madd`, accumulate in
+/// float lanes. Block sums are exact integers; only the float summation order
+/// differs from the generic path (≈1e-7 relative). Other formats use the
+/// generic body compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn row_dot_avx2(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
-    use std::arch::x86_64::*;
     if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
         return row_dot_generic(ty, w, acts, sums);
     }
+    // Activation rows in groups of up to 8, with their accumulators in
+    // registers/stack: one weight unpack serves the whole group.
+    for (group, out) in acts.chunks(8).zip(sums.chunks_mut(8)) {
+        row_dot_avx2_group(ty, w, group, out);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn row_dot_avx2_group(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
+    use std::arch::x86_64::*;
     let bb = ty.block_layout().1;
     let low_nibbles = _mm256_set1_epi8(0x0f);
     let ones = _mm256_set1_epi16(1);
@@ -155,12 +165,8 @@ fn row_dot_avx2(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
         let bits = u16::from_le_bytes([b[i], b[i + 1]]);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
     };
-    let hsum = |v: __m256i| -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
-    };
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut msum = [0f32; 8];
     for (b, blk) in w.chunks_exact(bb).enumerate() {
         // Weights as 32 bytes: unsigned (Q4_1) or signed (Q4_0, Q8_0).
         let (wv, d, m, signed) = match ty {
@@ -194,7 +200,7 @@ fn row_dot_avx2(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
         } else {
             (wv, None)
         };
-        for (a, sum) in acts.iter().zip(sums.iter_mut()) {
+        for (i, a) in acts.iter().enumerate() {
             let qa = &a.qs[b * 32..b * 32 + 32];
             // SAFETY: `qa` is exactly 32 bytes.
             let av = unsafe { _mm256_loadu_si256(qa.as_ptr().cast()) };
@@ -202,9 +208,18 @@ fn row_dot_avx2(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
                 Some(s) => _mm256_sign_epi8(av, s),
                 None => av,
             };
-            let dot = hsum(_mm256_madd_epi16(_mm256_maddubs_epi16(wu, av), ones));
-            *sum += d * a.d[b] * dot as f32 + m * a.s[b];
+            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wu, av), ones));
+            // Lane-wise float accumulation across blocks and a separate sum of
+            // the Q8_1 min terms: the order ggml's AVX2 kernels use.
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), p, acc[i]);
+            msum[i] += m * a.s[b];
         }
+    }
+    for ((sum, v), ms) in sums.iter_mut().zip(acc).zip(msum) {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        *sum += _mm_cvtss_f32(s) + ms;
     }
 }
 
@@ -293,7 +308,28 @@ struct QBlocks {
     s: Vec<f32>,
 }
 
+/// [`quantize_row`] compiled for AVX2 where the CPU has it, so rounding is one
+/// instruction instead of a libm call.
+fn quantize_row_best(x: &[f32], fmt: ActFormat) -> QBlocks {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features were just detected.
+            return unsafe { quantize_row_avx2(x, fmt) };
+        }
+    }
+    quantize_row(x, fmt)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn quantize_row_avx2(x: &[f32], fmt: ActFormat) -> QBlocks {
+    quantize_row(x, fmt)
+}
+
 /// ggml's `quantize_row_q8_0` / `quantize_row_q8_1`.
+#[inline(always)]
 fn quantize_row(x: &[f32], fmt: ActFormat) -> QBlocks {
     let nb = x.len() / 32;
     let mut out = QBlocks {
