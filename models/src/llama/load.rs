@@ -6,7 +6,7 @@
 //! for why: burn's own quantised matmul is slower than f32 on the CPU backend).
 
 use super::config::{Arch, LlamaConfig};
-use super::model::{Embedding, Head, Layer, Linear, Llama};
+use super::model::{Layer, Linear, Llama, VocabMatrix};
 use super::qmatmul::QMatrix;
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgmlType, GgufFile};
@@ -333,23 +333,19 @@ fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device, format: WeightFormat) 
             w_down: linear(&n("ffn_down.weight"), hid, c.intermediate_size)?,
         });
     }
-    let matrix = |name: &str| -> Result<Head> {
+    let matrix = |name: &str| -> Result<VocabMatrix> {
         if let Some(q) = quant(name, c.vocab_size, hid, None) {
-            return Ok(Head::Quant(q));
+            return Ok(VocabMatrix::Quant(q));
         }
         let v = want(name, &[c.vocab_size, hid])?;
-        Ok(Head::Dense(Tensor::<2>::from_data(
+        Ok(VocabMatrix::Dense(Tensor::<2>::from_data(
             TensorData::new(v, [c.vocab_size, hid]),
             dev,
         )))
     };
-    let embed_m = matrix("token_embd.weight")?;
-    let embed = match &embed_m {
-        Head::Dense(t) => Embedding::Dense(t.clone()),
-        Head::Quant(q) => Embedding::Quant(q.clone()),
-    };
+    let embed = matrix("token_embd.weight")?;
     let lm_head = if c.tie_word_embeddings {
-        embed_m
+        embed.clone()
     } else {
         matrix("output.weight")?
     };

@@ -40,16 +40,6 @@ impl Linear {
     }
 }
 
-/// The token embedding table, `[vocab, hidden]`.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub(crate) enum Embedding {
-    /// f32 on the device.
-    Dense(Tensor<2>),
-    /// ggml blocks in host memory; rows are dequantised on lookup.
-    Quant(Arc<QMatrix>),
-}
-
 /// One decoder layer's weights.
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
@@ -75,13 +65,11 @@ pub(crate) struct Layer {
 pub struct Llama {
     pub(crate) config: LlamaConfig,
     pub(crate) device: Device,
-    pub(crate) embed: Embedding,
+    pub(crate) embed: VocabMatrix,
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: Tensor<2>,
-    /// The output projection. A dense head is kept `[vocab, hidden]` like the
-    /// embedding, so logits are `W·xᵀ` without transposing a large matrix and
-    /// a tied head shares the embedding's memory.
-    pub(crate) lm_head: Head,
+    /// The output projection (a clone of `embed` when tied).
+    pub(crate) lm_head: VocabMatrix,
     /// RoPE inverse frequencies (`head_dim / 2`).
     pub(crate) inv_freq: Vec<f32>,
     /// Round attention operands through f16 as llama.cpp's default f16 KV
@@ -89,13 +77,16 @@ pub struct Llama {
     pub(crate) f16_attention: bool,
 }
 
-/// The output projection.
+/// A `[vocab, hidden]` matrix: the token embedding, and the output projection
+/// (the same one when tied). Kept `[vocab, hidden]` in both roles so a dense
+/// head computes `W·xᵀ` without transposing a large matrix and a tied head
+/// shares the embedding's memory.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
-pub(crate) enum Head {
-    /// `[vocab, hidden]` on the device (possibly the embedding itself).
+pub(crate) enum VocabMatrix {
+    /// f32 on the device.
     Dense(Tensor<2>),
-    /// ggml blocks (possibly the embedding's).
+    /// ggml blocks in host memory; embedding rows are dequantised on lookup.
     Quant(Arc<QMatrix>),
 }
 
@@ -179,11 +170,11 @@ impl Llama {
         let dev = &self.device;
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         let mut x = match &self.embed {
-            Embedding::Dense(e) => {
+            VocabMatrix::Dense(e) => {
                 let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), dev);
                 e.clone().select(0, ids)
             }
-            Embedding::Quant(q) => {
+            VocabMatrix::Quant(q) => {
                 let rows = q.dequantize_rows(tokens);
                 Tensor::from_data(TensorData::new(rows, [seq, self.config.hidden_size]), dev)
             }
@@ -209,8 +200,8 @@ impl Llama {
         let x = rms_norm(x, &self.norm, self.config.rms_norm_eps);
         Ok(match &self.lm_head {
             // [vocab, hidden] · [hidden, n] → [vocab, n] → [n, vocab]
-            Head::Dense(w) => w.clone().matmul(x.transpose()).transpose(),
-            Head::Quant(q) => Linear::Quant(q.clone()).forward(x),
+            VocabMatrix::Dense(w) => w.clone().matmul(x.transpose()).transpose(),
+            VocabMatrix::Quant(q) => Linear::Quant(q.clone()).forward(x),
         })
     }
 
