@@ -261,50 +261,60 @@ fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device, format: WeightFormat) 
     let (qd, kvd) = (c.num_heads * hd, c.num_kv_heads * hd);
     let interleaved = src.qk_interleaved(c.arch);
     let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [1, v.len()]), dev);
-    // Kept in ggml blocks when the format asks for it and the type allows;
-    // `heads` un-permutes llama.cpp's q/k row order (whole rows move, so this
-    // works on blocks as on floats).
-    let quant =
-        |name: &str, out: usize, inp: usize, heads: Option<usize>| -> Option<Arc<QMatrix>> {
-            if format != WeightFormat::Native {
-                return None;
-            }
-            let (ty, bytes) = src.blocks(name)?;
+    // A projection's `[out, in]` rows: kept in ggml blocks when the format
+    // asks for it and the type allows, else as floats. `heads` un-permutes
+    // llama.cpp's q/k row order (whole rows move, so this works on blocks as
+    // on floats).
+    let rows = |name: &str, out: usize, inp: usize, heads: Option<usize>| -> Result<Rows> {
+        if format == WeightFormat::Native
+            && let Some((ty, bytes)) = src.blocks(name)
+        {
             let (be, bb) = ty.block_layout();
-            if !inp.is_multiple_of(be) || out * inp / be * bb != bytes.len() {
-                return None;
+            if inp.is_multiple_of(be) && out * inp / be * bb == bytes.len() {
+                let data = match heads {
+                    Some(h) if interleaved => unpermute_rows(bytes, h, hd, inp / be * bb),
+                    _ => bytes.to_vec(),
+                };
+                return Ok(Rows::Blocks(ty, data));
             }
-            let data = match heads {
-                Some(h) if interleaved => unpermute_rows(bytes, h, hd, inp / be * bb),
-                _ => bytes.to_vec(),
-            };
-            Some(Arc::new(QMatrix::new(ty, out, inp, data)))
+        }
+        let mut w = want(name, &[out, inp])?;
+        if let Some(h) = heads
+            && interleaved
+        {
+            w = unpermute_rows(&w, h, hd, inp);
+        }
+        Ok(Rows::F32(w))
+    };
+    // Projections of the same input stacked into one matrix, so a layer runs
+    // one matmul for q/k/v and one for gate/up (and quantises its input once).
+    let fuse = |parts: Vec<Rows>, inp: usize| -> Linear {
+        let total: usize = parts.iter().map(|p| p.len_elems() / inp).sum();
+        let same_blocks = match parts.first() {
+            Some(Rows::Blocks(ty, _)) => parts
+                .iter()
+                .all(|p| matches!(p, Rows::Blocks(t, _) if t == ty))
+                .then_some(*ty),
+            _ => None,
         };
-    // [out, in] in the file → [in, out] for x·W.
-    let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
-        if let Some(q) = quant(name, out, inp, None) {
-            return Ok(Linear::Quant(q));
+        if let Some(ty) = same_blocks {
+            let data = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    Rows::Blocks(_, d) => d,
+                    Rows::F32(_) => Vec::new(),
+                })
+                .collect();
+            return Linear::Quant(Arc::new(QMatrix::new(ty, total, inp, data)));
         }
-        let w = want(name, &[out, inp])?;
-        Ok(Linear::Dense(Tensor::from_data(
-            TensorData::new(transpose(&w, out, inp), [inp, out]),
+        let w: Vec<f32> = parts.into_iter().flat_map(|p| p.into_f32()).collect();
+        // [out, in] → [in, out] for x·W.
+        Linear::Dense(Tensor::from_data(
+            TensorData::new(transpose(&w, total, inp), [inp, total]),
             dev,
-        )))
+        ))
     };
-    let qk = |name: &str, heads: usize, inp: usize| -> Result<Linear> {
-        if let Some(q) = quant(name, heads * hd, inp, Some(heads)) {
-            return Ok(Linear::Quant(q));
-        }
-        let mut w = want(name, &[heads * hd, inp])?;
-        if interleaved {
-            w = unpermute_rows(&w, heads, hd, inp);
-        }
-        Ok(Linear::Dense(Tensor::from_data(
-            TensorData::new(transpose(&w, heads * hd, inp), [inp, heads * hd]),
-            dev,
-        )))
-    };
-    let bias = |name: &str, heads: usize, permute: bool| -> Result<Option<Tensor<2>>> {
+    let bias = |name: &str, heads: usize, permute: bool| -> Result<Option<Vec<f32>>> {
         if !c.attention_bias {
             return Ok(None);
         }
@@ -312,36 +322,54 @@ fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device, format: WeightFormat) 
         if permute && interleaved {
             b = unpermute_rows(&b, heads, hd, 1);
         }
-        Ok(Some(row(b)))
+        Ok(Some(b))
     };
 
     let mut layers = Vec::with_capacity(c.num_layers);
+    let inter = c.intermediate_size;
     for i in 0..c.num_layers {
         let n = |s: &str| format!("blk.{i}.{s}");
+        let qkv_bias = match (
+            bias(&n("attn_q.bias"), c.num_heads, true)?,
+            bias(&n("attn_k.bias"), c.num_kv_heads, true)?,
+            bias(&n("attn_v.bias"), c.num_kv_heads, false)?,
+        ) {
+            (Some(q), Some(k), Some(v)) => Some(row([q, k, v].concat())),
+            _ => None,
+        };
         layers.push(Layer {
             attn_norm: row(want(&n("attn_norm.weight"), &[hid])?),
-            wq: qk(&n("attn_q.weight"), c.num_heads, hid)?,
-            wk: qk(&n("attn_k.weight"), c.num_kv_heads, hid)?,
-            wv: linear(&n("attn_v.weight"), kvd, hid)?,
-            bq: bias(&n("attn_q.bias"), c.num_heads, true)?,
-            bk: bias(&n("attn_k.bias"), c.num_kv_heads, true)?,
-            bv: bias(&n("attn_v.bias"), c.num_kv_heads, false)?,
-            wo: linear(&n("attn_output.weight"), hid, qd)?,
+            wqkv: fuse(
+                vec![
+                    rows(&n("attn_q.weight"), qd, hid, Some(c.num_heads))?,
+                    rows(&n("attn_k.weight"), kvd, hid, Some(c.num_kv_heads))?,
+                    rows(&n("attn_v.weight"), kvd, hid, None)?,
+                ],
+                hid,
+            ),
+            bqkv: qkv_bias,
+            wo: fuse(vec![rows(&n("attn_output.weight"), hid, qd, None)?], qd),
             ffn_norm: row(want(&n("ffn_norm.weight"), &[hid])?),
-            w_gate: linear(&n("ffn_gate.weight"), c.intermediate_size, hid)?,
-            w_up: linear(&n("ffn_up.weight"), c.intermediate_size, hid)?,
-            w_down: linear(&n("ffn_down.weight"), hid, c.intermediate_size)?,
+            w_gate_up: fuse(
+                vec![
+                    rows(&n("ffn_gate.weight"), inter, hid, None)?,
+                    rows(&n("ffn_up.weight"), inter, hid, None)?,
+                ],
+                hid,
+            ),
+            w_down: fuse(vec![rows(&n("ffn_down.weight"), hid, inter, None)?], inter),
         });
     }
     let matrix = |name: &str| -> Result<VocabMatrix> {
-        if let Some(q) = quant(name, c.vocab_size, hid, None) {
-            return Ok(VocabMatrix::Quant(q));
-        }
-        let v = want(name, &[c.vocab_size, hid])?;
-        Ok(VocabMatrix::Dense(Tensor::<2>::from_data(
-            TensorData::new(v, [c.vocab_size, hid]),
-            dev,
-        )))
+        Ok(match rows(name, c.vocab_size, hid, None)? {
+            Rows::Blocks(ty, data) => {
+                VocabMatrix::Quant(Arc::new(QMatrix::new(ty, c.vocab_size, hid, data)))
+            }
+            Rows::F32(v) => VocabMatrix::Dense(Tensor::<2>::from_data(
+                TensorData::new(v, [c.vocab_size, hid]),
+                dev,
+            )),
+        })
     };
     let embed = matrix("token_embd.weight")?;
     let lm_head = if c.tie_word_embeddings {
@@ -377,6 +405,34 @@ fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device, format: WeightFormat) 
         inv_freq: inv_freq.iter().map(|&x| x as f32).collect(),
         f16_attention: format == WeightFormat::Native,
     })
+}
+
+/// A projection's weights as read from the file, `[out, in]` row-major.
+enum Rows {
+    /// ggml blocks of one type.
+    Blocks(GgmlType, Vec<u8>),
+    /// Floats.
+    F32(Vec<f32>),
+}
+
+impl Rows {
+    fn len_elems(&self) -> usize {
+        match self {
+            Rows::Blocks(ty, d) => d.len() / ty.block_layout().1 * ty.block_layout().0,
+            Rows::F32(v) => v.len(),
+        }
+    }
+
+    fn into_f32(self) -> Vec<f32> {
+        match self {
+            Rows::F32(v) => v,
+            Rows::Blocks(ty, d) => {
+                let mut out = vec![0f32; d.len() / ty.block_layout().1 * ty.block_layout().0];
+                crate::gguf::dequantize_into(ty, &d, &mut out);
+                out
+            }
+        }
+    }
 }
 
 fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {

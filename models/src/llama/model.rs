@@ -44,16 +44,14 @@ impl Linear {
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
     pub(crate) attn_norm: Tensor<2>,
-    pub(crate) wq: Linear,
-    pub(crate) wk: Linear,
-    pub(crate) wv: Linear,
-    pub(crate) bq: Option<Tensor<2>>,
-    pub(crate) bk: Option<Tensor<2>>,
-    pub(crate) bv: Option<Tensor<2>>,
+    /// q, k and v projections stacked: `[hidden] → [q | k | v]`.
+    pub(crate) wqkv: Linear,
+    /// Their biases, stacked the same way (Qwen2).
+    pub(crate) bqkv: Option<Tensor<2>>,
     pub(crate) wo: Linear,
     pub(crate) ffn_norm: Tensor<2>,
-    pub(crate) w_gate: Linear,
-    pub(crate) w_up: Linear,
+    /// Gate and up projections stacked: `[hidden] → [gate | up]`.
+    pub(crate) w_gate_up: Linear,
     pub(crate) w_down: Linear,
 }
 
@@ -188,8 +186,10 @@ impl Llama {
             let a = self.attention(layer, h, &cos, &sin, mask.clone(), &mut cache.layers[i]);
             x = x + a;
             let h = rms_norm(x.clone(), &layer.ffn_norm, self.config.rms_norm_eps);
-            let gate = silu(layer.w_gate.forward(h.clone()));
-            let up = layer.w_up.forward(h);
+            let inter = self.config.intermediate_size;
+            let gu = layer.w_gate_up.forward(h);
+            let gate = silu(gu.clone().narrow(1, 0, inter));
+            let up = gu.narrow(1, inter, inter);
             x = x + layer.w_down.forward(gate * up);
         }
         cache.len += seq;
@@ -249,17 +249,21 @@ impl Llama {
         let c = &self.config;
         let seq = x.dims()[0];
         let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let proj = |w: &Linear, b: &Option<Tensor<2>>, heads: usize| {
-            let mut y = w.forward(x.clone());
-            if let Some(b) = b {
-                y = y + b.clone();
-            }
-            y.reshape([seq, heads, hd]).swap_dims(0, 1)
+        let mut qkv = l.wqkv.forward(x);
+        if let Some(b) = &l.bqkv {
+            qkv = qkv + b.clone();
+        }
+        let (qd, kvd) = (h * hd, kvh * hd);
+        let split = |start: usize, width: usize, heads: usize| {
+            qkv.clone()
+                .narrow(1, start, width)
+                .reshape([seq, heads, hd])
+                .swap_dims(0, 1)
         };
         let r16 = |t: Tensor<3>| self.round_f16(t);
-        let q = r16(rope(proj(&l.wq, &l.bq, h), cos, sin));
-        let k = r16(rope(proj(&l.wk, &l.bk, kvh), cos, sin));
-        let v = r16(proj(&l.wv, &l.bv, kvh));
+        let q = r16(rope(split(0, qd, h), cos, sin));
+        let k = r16(rope(split(qd, kvd, kvh), cos, sin));
+        let v = r16(split(qd + kvd, kvd, kvh));
 
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 1), Tensor::cat(vec![pv, v], 1)),
