@@ -1,0 +1,279 @@
+//! `seer`: the command-line client of `seerd`.
+//!
+//! Exit codes: 0 ok, 1 an error reported by the daemon (or a cancelled
+//! answer), 2 the daemon is not running.
+
+use anyhow::{Context, Result, anyhow};
+use clap::{CommandFactory, Parser, Subcommand};
+use seer_daemon::config::SocketConfig;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+#[derive(Parser)]
+#[command(version, about = "Talk to the Seer daemon")]
+struct Cli {
+    /// Socket path (default: $SEER_SOCKET, else $XDG_RUNTIME_DIR/seer/seer.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ask a question and stream the answer.
+    Ask {
+        /// The question.
+        text: String,
+        /// Print the raw protocol events instead of the text.
+        #[arg(long)]
+        json: bool,
+        /// Continue a conversation.
+        #[arg(long)]
+        conversation: Option<String>,
+        /// Answer length limit in tokens.
+        #[arg(long)]
+        max_tokens: Option<usize>,
+    },
+    /// The daemon's state.
+    Status,
+    /// An interactive conversation (one question per line).
+    Chat,
+    /// Shell completions for bash, zsh, fish, ...
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+enum Failure {
+    NotRunning(String),
+    Daemon(String),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Other(e.into())
+    }
+}
+
+/// The question in flight, for Ctrl-C to cancel.
+static CURRENT: Mutex<Option<String>> = Mutex::new(None);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::NotRunning(m)) => {
+            eprintln!("seer: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Daemon(m)) => {
+            eprintln!("seer: {m}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("seer: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Conn {
+    fn open(socket: &std::path::Path) -> Result<Self, Failure> {
+        let s = UnixStream::connect(socket).map_err(|e| {
+            Failure::NotRunning(format!(
+                "the daemon is not running ({}: {e}); start it with `seerd` (or `systemctl --user start seerd`)",
+                socket.display()
+            ))
+        })?;
+        let writer = s.try_clone()?;
+        Ok(Self {
+            reader: BufReader::new(s),
+            writer,
+        })
+    }
+
+    fn send(&mut self, v: Value) -> Result<(), Failure> {
+        let mut line = v.to_string();
+        line.push('\n');
+        self.writer.write_all(line.as_bytes())?;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> Result<Value, Failure> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(Failure::Daemon("the daemon closed the connection".into()));
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| Failure::Other(anyhow!("bad event from the daemon: {e}")))
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let socket = cli
+        .socket
+        .unwrap_or_else(|| SocketConfig::default().resolved_path());
+    match cli.cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "seer", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Status => {
+            let mut c = Conn::open(&socket)?;
+            c.send(json!({"v": 1, "type": "status", "id": "status"}))?;
+            let ev = c.recv()?;
+            check_error(&ev)?;
+            println!("{}", serde_json::to_string_pretty(&ev).context("printing")?);
+            Ok(())
+        }
+        Cmd::Ask {
+            text,
+            json,
+            conversation,
+            max_tokens,
+        } => {
+            let mut c = Conn::open(&socket)?;
+            install_ctrl_c(&c)?;
+            ask(&mut c, &text, json, conversation.as_deref(), max_tokens)
+        }
+        Cmd::Chat => {
+            let mut c = Conn::open(&socket)?;
+            install_ctrl_c(&c)?;
+            let conversation = format!("chat-{}", std::process::id());
+            let stdin = std::io::stdin();
+            loop {
+                eprint!("> ");
+                let mut line = String::new();
+                if stdin.lock().read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match ask(&mut c, line.trim(), false, Some(&conversation), None) {
+                    Ok(()) | Err(Failure::Daemon(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Ctrl-C sends `cancel` for the question in flight (the daemon answers
+/// `cancelled` and the client exits 1); a second Ctrl-C, or one with nothing
+/// in flight, exits at once with 130.
+fn install_ctrl_c(c: &Conn) -> Result<(), Failure> {
+    let mut writer = c.writer.try_clone()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal thread")?;
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            let mut cancelled = false;
+            loop {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match current {
+                    Some(id) if !cancelled => {
+                        cancelled = true;
+                        let line = format!("{}\n", json!({"v": 1, "type": "cancel", "id": id}));
+                        let _ = writer.write_all(line.as_bytes());
+                    }
+                    _ => std::process::exit(130),
+                }
+            }
+        });
+    });
+    Ok(())
+}
+
+fn check_error(ev: &Value) -> Result<(), Failure> {
+    if ev["type"] == "error" {
+        return Err(Failure::Daemon(format!(
+            "{}: {}",
+            ev["code"].as_str().unwrap_or("error"),
+            ev["message"].as_str().unwrap_or("")
+        )));
+    }
+    Ok(())
+}
+
+fn ask(
+    c: &mut Conn,
+    text: &str,
+    raw: bool,
+    conversation: Option<&str>,
+    max_tokens: Option<usize>,
+) -> Result<(), Failure> {
+    let id = format!(
+        "ask-{}-{}",
+        std::process::id(),
+        std::time::UNIX_EPOCH
+            .elapsed()
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let mut req = json!({"v": 1, "type": "ask", "id": id, "text": text});
+    if let Some(conv) = conversation {
+        req["conversation"] = json!(conv);
+    }
+    if let Some(n) = max_tokens {
+        req["max_tokens"] = json!(n);
+    }
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+    c.send(req)?;
+    let result = stream_answer(c, raw);
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    result
+}
+
+fn stream_answer(c: &mut Conn, raw: bool) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    loop {
+        let ev = c.recv()?;
+        if raw {
+            writeln!(out, "{ev}")?;
+        }
+        match ev["type"].as_str().unwrap_or("") {
+            "answer.delta" if !raw => {
+                write!(out, "{}", ev["text"].as_str().unwrap_or(""))?;
+                out.flush()?;
+            }
+            "answer.end" => {
+                if !raw {
+                    writeln!(out)?;
+                }
+                return Ok(());
+            }
+            "cancelled" => {
+                if !raw {
+                    writeln!(out)?;
+                }
+                return Err(Failure::Daemon("cancelled".into()));
+            }
+            "error" => return check_error(&ev),
+            _ => {}
+        }
+    }
+}

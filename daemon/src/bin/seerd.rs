@@ -1,0 +1,149 @@
+//! `seerd`: Seer's daemon. Runs in the foreground (systemd-style), serves the
+//! local socket, answers with the configured language model.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use seer_daemon::config::{Config, LoadWhen};
+use seer_daemon::server::{self, Shared};
+use seer_daemon::systemd;
+use seer_models::device::{self, BackendKind};
+use seer_models::generate::{Engine, EngineOptions};
+use seer_pipelines::answer::{AnswerConfig, Answerer, EngineSource};
+use seer_pipelines::conversation::Conversations;
+use seer_pipelines::state::StateBus;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(version, about = "Seer's assistant daemon")]
+struct Args {
+    /// Config file (default: $SEER_CONFIG, else $XDG_CONFIG_HOME/seer/config.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seerd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let terminal = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal);
+    if terminal {
+        builder.init();
+    } else {
+        // journald stamps each line itself; keep lines plain.
+        builder.without_time().with_target(false).init();
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let explicit = args.config.is_some() || std::env::var_os("SEER_CONFIG").is_some();
+    let path = Config::locate(args.config.as_deref());
+    let config = Config::load(path.as_deref(), explicit)?;
+    if args.print_config {
+        print!(
+            "{}",
+            toml::to_string_pretty(&config).context("serialising the config")?
+        );
+        return Ok(());
+    }
+    init_logging(&config.log.level);
+    config.validate(path.as_deref())?;
+    let backend: BackendKind = config
+        .model
+        .backend
+        .parse()
+        .with_context(|| format!("config model.backend = {:?}", config.model.backend))?;
+    if config.model.threads > 0 {
+        device::set_cpu_threads(config.model.threads);
+    }
+    let opts = EngineOptions {
+        backend,
+        context_length: config.model.context_length,
+        weights: None,
+    };
+    let model_path = config.model.path.clone();
+    let engine = match config.model.load {
+        LoadWhen::Start => EngineSource::Loaded(Box::new(
+            Engine::load(&model_path, &opts)
+                .with_context(|| format!("loading model {}", model_path.display()))?,
+        )),
+        LoadWhen::Lazy => {
+            let p = model_path.clone();
+            EngineSource::Lazy(Box::new(move || Engine::load(&p, &opts)))
+        }
+    };
+    let state = StateBus::new();
+    let answerer = Answerer::spawn(
+        engine,
+        AnswerConfig {
+            system_prompt: config.assistant.system_prompt.clone(),
+            max_tokens: config.assistant.max_tokens,
+            history_tokens: config.assistant.history_tokens,
+            queue: config.assistant.queue,
+        },
+        state.clone(),
+        Arc::new(Conversations::new(config.assistant.max_conversations)),
+    );
+    let socket = config.socket.resolved_path();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = server::bind(&socket)?;
+        let shared = Arc::new(Shared {
+            answerer: answerer.clone(),
+            state,
+            max_line_bytes: config.socket.max_line_bytes,
+            client_queue: config.socket.client_queue,
+            model: serde_json::json!({"path": model_path, "backend": config.model.backend}),
+            started: std::time::Instant::now(),
+        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(server::serve(listener, shared, stop_rx));
+        tracing::info!(socket = %socket.display(), "seerd ready");
+        systemd::notify_ready();
+
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        // In-flight answers end with `cancelled`; give them a moment to reach
+        // their clients before the connections close.
+        answerer.stop_all();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while answerer.pending() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        if let Err(e) = std::fs::remove_file(&socket) {
+            tracing::warn!("removing {}: {e}", socket.display());
+        }
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}

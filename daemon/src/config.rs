@@ -1,0 +1,268 @@
+//! `seerd`'s configuration: TOML, every key defaulted, unknown keys refused.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole configuration. An empty file is a valid configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The language model.
+    pub model: ModelConfig,
+    /// How answers are made.
+    pub assistant: AssistantConfig,
+    /// The local socket.
+    pub socket: SocketConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// GGUF file of the language model.
+    pub path: PathBuf,
+    /// `auto`, `cpu` or `wgpu`.
+    pub backend: String,
+    /// CPU threads (0 = all cores).
+    pub threads: usize,
+    /// Tokens per sequence (prompt + answer).
+    pub context_length: usize,
+    /// `start` (load before serving) or `lazy` (on the first question).
+    pub load: LoadWhen,
+}
+
+/// When the model is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadWhen {
+    /// Before the socket opens; a bad model stops start-up.
+    Start,
+    /// On the first question.
+    Lazy,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: default_model_path(),
+            backend: "auto".into(),
+            threads: 0,
+            context_length: 2048,
+            load: LoadWhen::Start,
+        }
+    }
+}
+
+/// Where the default model lives: the test-model cache that
+/// `scripts/fetch-test-models.sh` fills, until the model catalogue lands.
+pub fn default_model_path() -> PathBuf {
+    let dir = std::env::var_os("SEER_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
+    dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// `[assistant]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssistantConfig {
+    /// System prompt for every conversation.
+    pub system_prompt: String,
+    /// Default answer length limit (tokens).
+    pub max_tokens: usize,
+    /// Prompt budget for system prompt + history + question (tokens).
+    pub history_tokens: usize,
+    /// Conversations remembered at once.
+    pub max_conversations: usize,
+    /// Turns waiting behind the running one before `busy`.
+    pub queue: usize,
+}
+
+impl Default for AssistantConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: seer_models::generate::DEFAULT_SYSTEM_PROMPT.into(),
+            max_tokens: 256,
+            history_tokens: 1024,
+            max_conversations: 64,
+            queue: 64,
+        }
+    }
+}
+
+/// `[socket]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketConfig {
+    /// Socket path; empty = `$XDG_RUNTIME_DIR/seer/seer.sock`, or
+    /// `/run/seer/seer.sock` without `XDG_RUNTIME_DIR`.
+    pub path: PathBuf,
+    /// Longest accepted request line in bytes.
+    pub max_line_bytes: usize,
+    /// Events queued for one client before it is disconnected as too slow.
+    pub client_queue: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::new(),
+            max_line_bytes: 16 << 20,
+            client_queue: 1024,
+        }
+    }
+}
+
+impl SocketConfig {
+    /// The socket path after defaults and `SEER_SOCKET`.
+    pub fn resolved_path(&self) -> PathBuf {
+        if let Some(p) = std::env::var_os("SEER_SOCKET") {
+            return PathBuf::from(p);
+        }
+        if !self.path.as_os_str().is_empty() {
+            return self.path.clone();
+        }
+        default_socket_path()
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/seer/seer.sock`, or `/run/seer/seer.sock`.
+pub fn default_socket_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("seer/seer.sock"),
+        _ => PathBuf::from("/run/seer/seer.sock"),
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `seer=debug`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration problem, naming the file and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a wrong type.
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// The model file named by `model.path` does not exist.
+    #[error(
+        "config {path}: model.path = {model:?} does not exist; fetch the default model with scripts/fetch-test-models.sh or set model.path"
+    )]
+    ModelMissing {
+        /// The config file (or "(defaults)").
+        path: PathBuf,
+        /// The missing model.
+        model: PathBuf,
+    },
+}
+
+impl Config {
+    /// Where the config is read from: `--config`, else `SEER_CONFIG`, else
+    /// `$XDG_CONFIG_HOME/seer/config.toml` (or `~/.config/...`).
+    pub fn locate(cli: Option<&Path>) -> Option<PathBuf> {
+        if let Some(p) = cli {
+            return Some(p.to_owned());
+        }
+        if let Some(p) = std::env::var_os("SEER_CONFIG") {
+            return Some(PathBuf::from(p));
+        }
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some(base.join("seer/config.toml"))
+    }
+
+    /// Loads `path`. A missing file is the default configuration only when
+    /// it was not named explicitly (`explicit` = from `--config`/`SEER_CONFIG`).
+    pub fn load(path: Option<&Path>, explicit: bool) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses TOML text (errors name `path`).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// Start-up checks beyond the types: the model file must exist.
+    pub fn validate(&self, path: Option<&Path>) -> Result<(), ConfigError> {
+        if self.model.load == LoadWhen::Start && !self.model.path.is_file() {
+            return Err(ConfigError::ModelMissing {
+                path: path
+                    .map(Path::to_owned)
+                    .unwrap_or_else(|| "(defaults)".into()),
+                model: self.model.path.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = Config::parse("", Path::new("c.toml")).expect("empty config");
+        assert_eq!(c.socket.max_line_bytes, 16 << 20);
+        assert_eq!(c.model.load, LoadWhen::Start);
+    }
+
+    #[test]
+    fn unknown_key_and_wrong_type_are_named() {
+        let e = Config::parse("[model]\npaht = \"x\"\n", Path::new("c.toml"))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(e.contains("c.toml") && e.contains("paht"), "{e}");
+        let e = Config::parse("[socket]\nmax_line_bytes = \"big\"\n", Path::new("c.toml"))
+            .expect_err("wrong type")
+            .to_string();
+        assert!(e.contains("max_line_bytes"), "{e}");
+    }
+}

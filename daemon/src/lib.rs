@@ -1,0 +1,16 @@
+//! `seer-daemon`: the `seerd` daemon and the `seer` client.
+//!
+//! - [`config`]: the TOML configuration (every key defaulted, unknown keys
+//!   refused with the key and file named).
+//! - [`protocol`]: the NDJSON socket protocol v1 (requests, events, error codes).
+//! - [`server`]: the Unix socket (permissions, stale-socket detection, peer
+//!   uid check), one task per connection with a bounded event queue.
+//! - [`systemd`]: readiness notification.
+//!
+//! The binaries are thin: `seerd` wires config → engine → answer stage →
+//! server and waits for SIGINT/SIGTERM; `seer` speaks the protocol.
+
+pub mod config;
+pub mod protocol;
+pub mod server;
+pub mod systemd;

@@ -1,0 +1,414 @@
+//! The Unix-socket server: binding (permissions, stale sockets), one task per
+//! connection, bounded per-client event queues, and request handling.
+
+use crate::protocol::{self, Code, Request};
+use seer_models::generate::CancelToken;
+use seer_pipelines::answer::{AnswerError, Answerer, Ask, TurnEvent};
+use seer_pipelines::state::StateBus;
+use serde_json::json;
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+
+/// Everything a connection needs, shared.
+#[derive(Debug)]
+pub struct Shared {
+    /// The answer stage.
+    pub answerer: Answerer,
+    /// State broadcasts.
+    pub state: StateBus,
+    /// Longest request line.
+    pub max_line_bytes: usize,
+    /// Per-client event queue length.
+    pub client_queue: usize,
+    /// What `describe`/`status` report about the model.
+    pub model: serde_json::Value,
+    /// Start time, for `status`.
+    pub started: Instant,
+}
+
+/// Why the socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another daemon answers on the path.
+    #[error("another seerd is already serving {0}; stop it first or set socket.path / SEER_SOCKET")]
+    InUse(PathBuf),
+    /// Filesystem or socket error.
+    #[error("cannot create socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Creates the socket: parent directory 0700, socket 0600. A socket file left
+/// by a crashed run (nothing accepts on it) is replaced; a live one is not.
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let io = |source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(BindError::InUse(path.to_owned())),
+            Err(_) => {
+                tracing::warn!(path = %path.display(), "removing stale socket from an earlier run");
+                std::fs::remove_file(path).map_err(io)?;
+            }
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// The effective uid of this process (the owner of `/proc/self`).
+fn own_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let me = own_uid();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        continue;
+                    }
+                };
+                let peer = stream.peer_cred().ok();
+                let uid = peer.as_ref().map(|c| c.uid());
+                if uid.is_none() || uid != me {
+                    tracing::warn!(peer_uid = ?uid, own_uid = ?me, "refusing a connection from another user");
+                    tokio::spawn(refuse(stream));
+                    continue;
+                }
+                tokio::spawn(connection(stream, shared.clone(), shutdown.clone()));
+            }
+        }
+    }
+}
+
+async fn refuse(mut stream: UnixStream) {
+    let line = protocol::error_event(
+        Code::PermissionDenied,
+        "this socket serves only the user running seerd",
+        None,
+    );
+    let _ = stream.write_all(format!("{line}\n").as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Sends events to one client without ever blocking: when its queue is full
+/// the client is too slow, and it is disconnected.
+#[derive(Clone, Debug)]
+struct ClientTx {
+    tx: mpsc::Sender<String>,
+    kill: watch::Sender<bool>,
+}
+
+impl ClientTx {
+    fn send(&self, line: String) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(line) {
+            if !*self.kill.borrow() {
+                tracing::warn!("client is not reading; its event queue is full, disconnecting it");
+            }
+            let _ = self.kill.send(true);
+        }
+    }
+}
+
+/// Reads one line of at most `max` bytes. `Ok(None)` at end of stream;
+/// `Ok(Some(Err(n)))` for an over-long line (discarded up to its newline).
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<Result<(), usize>>> {
+    buf.clear();
+    let mut total = 0usize;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(if total == 0 {
+                None
+            } else if total > max {
+                Some(Err(total))
+            } else {
+                Some(Ok(()))
+            });
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        total += take;
+        if total <= max {
+            buf.extend_from_slice(&chunk[..take]);
+        } else {
+            buf.clear();
+        }
+        r.consume(if done { take + 1 } else { take });
+        if done {
+            return Ok(Some(if total > max { Err(total) } else { Ok(()) }));
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let (read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<String>(shared.client_queue.max(1));
+    let (kill, mut killed) = watch::channel(false);
+    let client = ClientTx { tx, kill };
+    let writer = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            if write.write_all(line.as_bytes()).await.is_err()
+                || write.write_all(b"\n").await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let turns: Arc<Mutex<HashMap<String, CancelToken>>> = Arc::default();
+    let mut reader = BufReader::new(read);
+    let mut buf = Vec::new();
+    loop {
+        let line = tokio::select! {
+            _ = killed.changed() => break,
+            _ = shutdown.changed() => break,
+            line = read_line(&mut reader, &mut buf, shared.max_line_bytes) => line,
+        };
+        match line {
+            Ok(None) | Err(_) => break,
+            Ok(Some(Err(n))) => client.send(protocol::error_event(
+                Code::TooLarge,
+                &format!(
+                    "request line of {n} bytes exceeds socket.max_line_bytes = {}",
+                    shared.max_line_bytes
+                ),
+                None,
+            )),
+            Ok(Some(Ok(()))) => {
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match protocol::parse(&buf) {
+                    Ok(req) => handle(req, &shared, &client, &turns),
+                    Err(e) => {
+                        client.send(protocol::error_event(e.code, &e.message, e.id.as_deref()))
+                    }
+                }
+            }
+        }
+    }
+    // The client is gone (or too slow, or we are shutting down): its turns
+    // stop working for nobody.
+    for c in turns.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        c.cancel();
+    }
+    if *killed.borrow() {
+        writer.abort();
+    } else {
+        drop(client);
+        let _ = writer.await;
+    }
+}
+
+fn handle(
+    req: Request,
+    shared: &Arc<Shared>,
+    client: &ClientTx,
+    turns: &Arc<Mutex<HashMap<String, CancelToken>>>,
+) {
+    match req {
+        Request::Ask(a) => {
+            if a.image.is_some() {
+                client.send(protocol::error_event(
+                    Code::Unsupported,
+                    "ask.image: vision has not landed in this build (see describe)",
+                    Some(&a.id),
+                ));
+                return;
+            }
+            if turns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&a.id)
+            {
+                client.send(protocol::error_event(
+                    Code::BadRequest,
+                    &format!(
+                        "id `{}` is already in use by a running request on this connection",
+                        a.id
+                    ),
+                    Some(&a.id),
+                ));
+                return;
+            }
+            let ask = Ask {
+                text: a.text,
+                conversation: a.conversation,
+                max_tokens: a.max_tokens,
+            };
+            let mut turn = match shared.answerer.submit(ask) {
+                Ok(t) => t,
+                Err(e) => {
+                    let code = match e {
+                        AnswerError::Busy(_) => Code::Busy,
+                        AnswerError::ModelMissing(_) => Code::ModelMissing,
+                        AnswerError::BadRequest(_) => Code::BadRequest,
+                        AnswerError::Internal(_) => Code::Internal,
+                    };
+                    client.send(protocol::error_event(code, &e.to_string(), Some(&a.id)));
+                    return;
+                }
+            };
+            turns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(a.id.clone(), turn.cancel.clone());
+            let client = client.clone();
+            let turns = turns.clone();
+            let id = a.id;
+            let stream = a.stream.unwrap_or(true);
+            tokio::spawn(async move {
+                while let Some(ev) = turn.events.recv().await {
+                    let line = match ev {
+                        TurnEvent::Queued { position } => protocol::event(
+                            "state",
+                            Some(&id),
+                            json!({"state": "queued", "position": position}),
+                        ),
+                        TurnEvent::Thinking => {
+                            protocol::event("state", Some(&id), json!({"state": "thinking"}))
+                        }
+                        TurnEvent::Delta(text) if stream => {
+                            protocol::event("answer.delta", Some(&id), json!({"text": text}))
+                        }
+                        TurnEvent::Delta(_) => continue,
+                        TurnEvent::End {
+                            text,
+                            stop_reason,
+                            timings,
+                        } => protocol::event(
+                            "answer.end",
+                            Some(&id),
+                            json!({"text": text, "stop_reason": stop_reason, "timings": timings}),
+                        ),
+                        TurnEvent::Cancelled => protocol::event("cancelled", Some(&id), json!({})),
+                        TurnEvent::Failed(e) => {
+                            let code = match e {
+                                AnswerError::Busy(_) => Code::Busy,
+                                AnswerError::ModelMissing(_) => Code::ModelMissing,
+                                AnswerError::BadRequest(_) => Code::BadRequest,
+                                AnswerError::Internal(_) => Code::Internal,
+                            };
+                            protocol::error_event(code, &e.to_string(), Some(&id))
+                        }
+                    };
+                    client.send(line);
+                }
+                turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
+        Request::Cancel { id } => {
+            let found = turns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned();
+            match found {
+                // The turn's own task reports `cancelled`.
+                Some(c) => c.cancel(),
+                None => client.send(protocol::error_event(
+                    Code::BadRequest,
+                    &format!("cancel: no running request with id `{id}` on this connection"),
+                    Some(&id),
+                )),
+            }
+        }
+        Request::Stop { id } => {
+            shared.answerer.stop_all();
+            client.send(protocol::event("stopped", id.as_deref(), json!({})));
+        }
+        Request::Subscribe { id, events } => {
+            let mut rx = shared.state.subscribe();
+            let client2 = client.clone();
+            client.send(protocol::event(
+                "subscribed",
+                id.as_deref(),
+                json!({"events": events}),
+            ));
+            client.send(protocol::event(
+                "state",
+                None,
+                json!({"state": shared.state.get()}),
+            ));
+            tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(s) => client2.send(protocol::event("state", None, json!({"state": s}))),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    }
+                    if client2.tx.is_closed() {
+                        break;
+                    }
+                }
+            });
+        }
+        Request::Status { id } => client.send(protocol::event(
+            "status",
+            id.as_deref(),
+            json!({
+                "state": shared.state.get(),
+                "pending": shared.answerer.pending(),
+                "model": shared.model,
+                "uptime_s": shared.started.elapsed().as_secs(),
+            }),
+        )),
+        Request::Describe { id } => client.send(protocol::event(
+            "describe",
+            id.as_deref(),
+            json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "protocol": protocol::VERSION,
+                "requests": protocol::SUPPORTED,
+                "unsupported": protocol::UNSUPPORTED,
+                "subscribable": protocol::SUBSCRIBABLE,
+                "capabilities": {"text": true, "voice": false, "vision": false, "models": false},
+                "models": {"language": shared.model},
+            }),
+        )),
+        Request::Unsupported { id, kind } => client.send(protocol::error_event(
+            Code::Unsupported,
+            &format!(
+                "`{kind}` belongs to a subsystem that has not landed in this build (see describe)"
+            ),
+            id.as_deref(),
+        )),
+    }
+}

@@ -1,0 +1,338 @@
+//! The answer stage: one dedicated thread runs the language model; turns wait
+//! in a bounded queue and stream their events over bounded channels.
+//!
+//! Why a thread and not `spawn_blocking`: the engine holds the model and its
+//! device state and must run one generation at a time, so one long-lived
+//! owner thread is the simplest correct shape. The thread blocks only on its
+//! own job queue and on per-turn event channels whose consumers never block.
+
+use crate::conversation::Conversations;
+use crate::state::{State, StateBus};
+use seer_models::ModelError;
+use seer_models::generate::{CancelToken, Engine, Request, StopReason, Timings};
+use seer_models::tokenizer::Message;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use tokio::sync::mpsc;
+
+/// Settings of the answer stage.
+#[derive(Debug, Clone)]
+pub struct AnswerConfig {
+    /// System prompt put before every conversation.
+    pub system_prompt: String,
+    /// Default answer length limit in tokens.
+    pub max_tokens: usize,
+    /// Prompt budget for system prompt + history + question; the oldest
+    /// turns are dropped to fit.
+    pub history_tokens: usize,
+    /// Turns that may wait behind the running one before `busy`.
+    pub queue: usize,
+}
+
+impl Default for AnswerConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: seer_models::generate::DEFAULT_SYSTEM_PROMPT.to_owned(),
+            max_tokens: 256,
+            history_tokens: 1024,
+            queue: 64,
+        }
+    }
+}
+
+/// A question to answer.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// The question.
+    pub text: String,
+    /// Continue this conversation (history is used and extended).
+    pub conversation: Option<String>,
+    /// Override of the answer length limit.
+    pub max_tokens: Option<usize>,
+}
+
+/// Why a turn failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AnswerError {
+    /// The queue is full.
+    #[error("{0} turns are already waiting; try again later")]
+    Busy(usize),
+    /// The model could not be loaded.
+    #[error("{0}")]
+    ModelMissing(String),
+    /// The request cannot be served (e.g. longer than the context).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What happens to a turn, in order: `Queued`, `Thinking`, `Delta`s, then
+/// exactly one of `End`, `Cancelled`, `Failed`.
+#[derive(Debug, Clone)]
+pub enum TurnEvent {
+    /// Waiting; `position` turns are ahead of this one.
+    Queued {
+        /// Turns ahead (the running one included).
+        position: usize,
+    },
+    /// Generation started.
+    Thinking,
+    /// More answer text.
+    Delta(String),
+    /// The answer is complete.
+    End {
+        /// The whole answer.
+        text: String,
+        /// Why it ended.
+        stop_reason: StopReason,
+        /// Where the time went.
+        timings: Timings,
+    },
+    /// Cancelled before or during generation.
+    Cancelled,
+    /// Failed.
+    Failed(AnswerError),
+}
+
+/// A submitted turn: its events and its cancel handle.
+#[derive(Debug)]
+pub struct Turn {
+    /// Events of this turn; dropping the receiver cancels the turn.
+    pub events: mpsc::Receiver<TurnEvent>,
+    /// Cancels this turn (before it starts, or within one token).
+    pub cancel: CancelToken,
+}
+
+/// How the worker gets its engine.
+pub enum EngineSource {
+    /// Already loaded.
+    Loaded(Box<Engine>),
+    /// Loaded on the first turn (errors are reported to that turn).
+    Lazy(Box<dyn FnMut() -> Result<Engine, ModelError> + Send>),
+}
+
+struct Job {
+    ask: Ask,
+    events: mpsc::Sender<TurnEvent>,
+    cancel: CancelToken,
+}
+
+/// Handle to the answer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Answerer {
+    tx: std_mpsc::SyncSender<Job>,
+    pending: Arc<AtomicUsize>,
+    active: Arc<Mutex<Vec<CancelToken>>>,
+    queue: usize,
+}
+
+impl std::fmt::Debug for Answerer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answerer")
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+/// Capacity of each turn's event channel. The consumer forwards without
+/// blocking, so this only absorbs scheduling jitter.
+const TURN_EVENTS: usize = 256;
+
+impl Answerer {
+    /// Starts the answer thread.
+    pub fn spawn(
+        engine: EngineSource,
+        cfg: AnswerConfig,
+        state: StateBus,
+        conversations: Arc<Conversations>,
+    ) -> Self {
+        let (tx, rx) = std_mpsc::sync_channel::<Job>(cfg.queue.max(1));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let active: Arc<Mutex<Vec<CancelToken>>> = Arc::default();
+        let worker = Worker {
+            engine,
+            cfg: cfg.clone(),
+            state,
+            conversations,
+            pending: pending.clone(),
+            active: active.clone(),
+        };
+        std::thread::Builder::new()
+            .name("seer-answer".into())
+            .spawn(move || worker.run(rx))
+            .expect("spawning the answer thread");
+        Self {
+            tx,
+            pending,
+            active,
+            queue: cfg.queue,
+        }
+    }
+
+    /// Turns waiting or running.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Queues a turn. Fails with [`AnswerError::Busy`] when the queue is full.
+    pub fn submit(&self, ask: Ask) -> Result<Turn, AnswerError> {
+        let (events, rx) = mpsc::channel(TURN_EVENTS);
+        let cancel = CancelToken::new();
+        let position = self.pending.fetch_add(1, Ordering::SeqCst);
+        // The first event is always the queue position.
+        let _ = events.try_send(TurnEvent::Queued { position });
+        self.lock_active().push(cancel.clone());
+        let job = Job {
+            ask,
+            events,
+            cancel: cancel.clone(),
+        };
+        if self.tx.try_send(job).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            self.lock_active().retain(|c| !c.same_as(&cancel));
+            return Err(AnswerError::Busy(self.queue));
+        }
+        Ok(Turn { events: rx, cancel })
+    }
+
+    /// Cancels every queued and running turn.
+    pub fn stop_all(&self) {
+        for c in self.lock_active().iter() {
+            c.cancel();
+        }
+    }
+
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, Vec<CancelToken>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Worker {
+    engine: EngineSource,
+    cfg: AnswerConfig,
+    state: StateBus,
+    conversations: Arc<Conversations>,
+    pending: Arc<AtomicUsize>,
+    active: Arc<Mutex<Vec<CancelToken>>>,
+}
+
+impl Worker {
+    fn run(mut self, rx: std_mpsc::Receiver<Job>) {
+        while let Ok(job) = rx.recv() {
+            let outcome = if job.cancel.is_cancelled() {
+                TurnEvent::Cancelled
+            } else {
+                self.state.set(State::Thinking);
+                let _ = job.events.blocking_send(TurnEvent::Thinking);
+                self.answer(&job)
+            };
+            let _ = job.events.blocking_send(outcome);
+            self.active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|c| !c.same_as(&job.cancel));
+            if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.state.set(State::Idle);
+            }
+        }
+    }
+
+    fn engine(&mut self) -> Result<&Engine, AnswerError> {
+        if let EngineSource::Lazy(load) = &mut self.engine {
+            tracing::info!("loading the language model (lazy start)");
+            let engine = load().map_err(|e| AnswerError::ModelMissing(e.to_string()))?;
+            self.engine = EngineSource::Loaded(Box::new(engine));
+        }
+        match &self.engine {
+            EngineSource::Loaded(e) => Ok(e),
+            EngineSource::Lazy(_) => Err(AnswerError::Internal("model not loaded".into())),
+        }
+    }
+
+    fn answer(&mut self, job: &Job) -> TurnEvent {
+        let cfg = self.cfg.clone();
+        let conversations = self.conversations.clone();
+        let engine = match self.engine() {
+            Ok(e) => e,
+            Err(e) => return TurnEvent::Failed(e),
+        };
+        let mut history = job
+            .ask
+            .conversation
+            .as_deref()
+            .map(|c| conversations.history(c))
+            .unwrap_or_default();
+        let prompt = match fit_prompt(engine, &cfg, &mut history, &job.ask.text) {
+            Ok(p) => p,
+            Err(e) => return TurnEvent::Failed(e),
+        };
+        let req = Request::new(prompt, job.ask.max_tokens.unwrap_or(cfg.max_tokens));
+        let mut generation = match engine.generate(req, job.cancel.clone()) {
+            Ok(g) => g,
+            Err(e) => return TurnEvent::Failed(AnswerError::BadRequest(e.to_string())),
+        };
+        for piece in generation.by_ref() {
+            match piece {
+                Ok(text) => {
+                    // The receiver is gone: the client left, stop working for it.
+                    if job.events.blocking_send(TurnEvent::Delta(text)).is_err() {
+                        job.cancel.cancel();
+                    }
+                }
+                Err(e) => return TurnEvent::Failed(AnswerError::Internal(e.to_string())),
+            }
+        }
+        let out = match generation.finish() {
+            Ok(o) => o,
+            Err(e) => return TurnEvent::Failed(AnswerError::Internal(e.to_string())),
+        };
+        if out.stop_reason == StopReason::Cancelled {
+            return TurnEvent::Cancelled;
+        }
+        if let Some(c) = &job.ask.conversation {
+            history.push(Message::new("user", &job.ask.text));
+            history.push(Message::new("assistant", out.text.trim()));
+            conversations.store(c, history);
+        }
+        TurnEvent::End {
+            text: out.text,
+            stop_reason: out.stop_reason,
+            timings: out.timings,
+        }
+    }
+}
+
+/// Renders system prompt + history + question, dropping the oldest turns
+/// (user/assistant pairs) until the prompt fits the budget.
+fn fit_prompt(
+    engine: &Engine,
+    cfg: &AnswerConfig,
+    history: &mut Vec<Message>,
+    question: &str,
+) -> Result<Vec<u32>, AnswerError> {
+    loop {
+        let mut messages = Vec::with_capacity(history.len() + 2);
+        if !cfg.system_prompt.is_empty() {
+            messages.push(Message::new("system", &cfg.system_prompt));
+        }
+        messages.extend(history.iter().cloned());
+        messages.push(Message::new("user", question));
+        let ids = engine
+            .chat_prompt(&messages)
+            .map_err(|e| AnswerError::Internal(e.to_string()))?;
+        if ids.len() <= cfg.history_tokens || history.is_empty() {
+            if ids.len() > cfg.history_tokens {
+                return Err(AnswerError::BadRequest(format!(
+                    "the question needs {} prompt tokens; the budget is {}",
+                    ids.len(),
+                    cfg.history_tokens
+                )));
+            }
+            return Ok(ids);
+        }
+        let drop = history.len().min(2);
+        history.drain(..drop);
+    }
+}

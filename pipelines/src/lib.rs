@@ -1,0 +1,15 @@
+//! `seer-pipelines`: the stages between devices/models and the front ends.
+//!
+//! - [`answer::Answerer`] owns the language model on one dedicated thread
+//!   (inference never runs on the async executor) behind a bounded queue.
+//!   [`answer::Answerer::submit`] returns a [`answer::Turn`]: a bounded
+//!   channel of [`answer::TurnEvent`]s (queued, thinking, text deltas, end)
+//!   and a cancel handle that reaches the token loop.
+//! - [`conversation::Conversations`] keeps chat history per conversation id
+//!   within a token budget, oldest turns dropped first.
+//! - [`state::StateBus`] broadcasts the assistant's [`state::State`] so every
+//!   front end (socket, D-Bus) shows the same truth.
+
+pub mod answer;
+pub mod conversation;
+pub mod state;

@@ -1,0 +1,78 @@
+//! The assistant's state, broadcast to every front end.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// What the assistant is doing. One source of truth for the socket's `state`
+/// events and the D-Bus `State` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Nothing running.
+    Idle,
+    /// Capturing speech.
+    Listening,
+    /// Turning speech into text.
+    Transcribing,
+    /// Generating an answer.
+    Thinking,
+    /// Speaking an answer.
+    Speaking,
+}
+
+impl State {
+    /// The wire name (`idle`, `thinking`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Listening => "listening",
+            State::Transcribing => "transcribing",
+            State::Thinking => "thinking",
+            State::Speaking => "speaking",
+        }
+    }
+}
+
+/// Broadcasts state changes; cheap to clone. Slow subscribers miss old
+/// states (broadcast's lag semantics) rather than slowing the sender.
+#[derive(Debug, Clone)]
+pub struct StateBus {
+    tx: broadcast::Sender<State>,
+    current: std::sync::Arc<std::sync::Mutex<State>>,
+}
+
+impl Default for StateBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StateBus {
+    /// A bus starting in [`State::Idle`].
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(64);
+        Self {
+            tx,
+            current: std::sync::Arc::new(std::sync::Mutex::new(State::Idle)),
+        }
+    }
+
+    /// Sets the state, announcing it only when it changes.
+    pub fn set(&self, s: State) {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if *cur != s {
+            *cur = s;
+            let _ = self.tx.send(s);
+        }
+    }
+
+    /// The current state.
+    pub fn get(&self) -> State {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A receiver of future changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<State> {
+        self.tx.subscribe()
+    }
+}

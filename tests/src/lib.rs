@@ -1,0 +1,148 @@
+//! Helpers for Seer's end-to-end tests: start the real `seerd` binary on a
+//! private socket and speak the protocol to it over a real Unix socket.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where cargo put the workspace binaries (`target/<profile>/`), found from
+/// this test binary's own path (`target/<profile>/deps/…`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+/// The real test model, which `scripts/fetch-test-models.sh` fetches.
+pub fn model() -> PathBuf {
+    let dir = std::env::var_os("SEER_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
+    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-test-models.sh",
+        p.display()
+    );
+    p
+}
+
+/// A running `seerd` with its own config and socket in a temp dir; killed
+/// on drop.
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its temp dir (config, socket dir).
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `seerd` with `extra` TOML appended to a config that points at
+    /// the test model and a private socket, and waits for the socket.
+    pub fn start(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("run/seer.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[model]\npath = {:?}\nbackend = \"cpu\"\nthreads = 1\ncontext_length = 1024\n\n[socket]\npath = {:?}\n{extra}",
+                model(),
+                socket
+            ),
+        )
+        .expect("write config");
+        let child = Command::new(bin("seerd"))
+            .arg("--config")
+            .arg(&config)
+            .env_remove("SEER_SOCKET")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start seerd");
+        let d = Daemon { child, socket, dir };
+        let t0 = Instant::now();
+        while UnixStream::connect(&d.socket).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "seerd did not open its socket"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    /// A new client connection.
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.socket)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One protocol client over a real Unix socket.
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    /// Connects to `socket`.
+    pub fn connect(socket: &Path) -> Client {
+        let s = UnixStream::connect(socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        Client {
+            writer: s.try_clone().expect("clone"),
+            reader: BufReader::new(s),
+        }
+    }
+
+    /// Sends raw bytes (a newline is not added).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("send");
+    }
+
+    /// Sends one JSON request line.
+    pub fn send(&mut self, v: Value) {
+        self.send_raw(format!("{v}\n").as_bytes());
+    }
+
+    /// The next event.
+    pub fn recv(&mut self) -> Value {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).expect("read event");
+        assert!(n > 0, "the daemon closed the connection");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad event {line:?}: {e}"))
+    }
+
+    /// Events until one of type `until` (included).
+    pub fn recv_until(&mut self, until: &[&str]) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self.recv();
+            let done = until.contains(&ev["type"].as_str().unwrap_or(""));
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The real `seerd` with the real SmolLM2 model, driven over its Unix socket
+//! and through the `seer` CLI.
+
+use seer_tests::{Client, Daemon, bin};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ask(id: &str, text: &str) -> Value {
+    json!({"v": 1, "type": "ask", "id": id, "text": text})
+}
+
+fn answer(c: &mut Client, id: &str) -> (String, Value) {
+    let events = c.recv_until(&["answer.end", "error", "cancelled"]);
+    let mut streamed = String::new();
+    for ev in &events {
+        assert_eq!(ev["v"], 1, "{ev}");
+        assert_eq!(ev["id"], id, "event for another request: {ev}");
+        if ev["type"] == "answer.delta" {
+            streamed.push_str(ev["text"].as_str().expect("delta text"));
+        }
+    }
+    (streamed, events.last().cloned().expect("an event"))
+}
+
+#[test]
+fn ask_streams_an_answer_and_the_cli_prints_it() {
+    let d = Daemon::start("");
+    let mut c = d.connect();
+    c.send(ask("q1", "What is the capital of France?"));
+    let (streamed, end) = answer(&mut c, "q1");
+    assert_eq!(end["type"], "answer.end", "{end}");
+    assert_eq!(
+        end["text"], streamed,
+        "deltas concatenate to the final text"
+    );
+    assert!(streamed.contains("Paris"), "{streamed:?}");
+    assert_eq!(end["stop_reason"], "eos");
+    assert!(
+        end["timings"]["prompt_tokens"].as_u64().unwrap_or(0) > 10,
+        "{end}"
+    );
+
+    let out = Command::new(bin("seer"))
+        .args(["--socket"])
+        .arg(&d.socket)
+        .args(["ask", "What is the capital of France?"])
+        .output()
+        .expect("run seer");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Paris"), "{text}");
+}
+
+#[test]
+fn malformed_lines_get_named_errors_and_the_connection_keeps_working() {
+    let d = Daemon::start("max_line_bytes = 4096\n");
+    let mut c = d.connect();
+    let mut cases: Vec<(Vec<u8>, &str)> = Vec::new();
+    for i in 0..25 {
+        cases.push((vec![0xff, 0xfe, b'x', i as u8 % 10 + b'0'], "bad_request"));
+        cases.push((
+            format!("{{\"v\":1,\"type\":\"ask\",\"id\":\"t{i}\"").into_bytes(),
+            "bad_request",
+        ));
+        cases.push((
+            format!("{{\"v\":1,\"type\":\"ask\",\"id\":\"w{i}\",\"text\":{i}}}").into_bytes(),
+            "bad_request",
+        ));
+        cases.push((
+            format!("{{\"v\":1,\"type\":\"nope{i}\",\"id\":\"u{i}\"}}").into_bytes(),
+            "bad_request",
+        ));
+        cases.push((
+            format!("{{\"type\":\"status\",\"id\":\"m{i}\"}}").into_bytes(),
+            "bad_request",
+        ));
+        cases.push((format!("[{i}]").into_bytes(), "bad_request"));
+        cases.push((vec![b'x'; 5000 + i], "too_large"));
+        cases.push((
+            format!("{{\"v\":1,\"type\":\"listen.start\",\"id\":\"l{i}\"}}").into_bytes(),
+            "unsupported",
+        ));
+    }
+    assert_eq!(cases.len(), 200);
+    for (line, code) in &cases {
+        let mut l = line.clone();
+        l.push(b'\n');
+        c.send_raw(&l);
+        let ev = c.recv();
+        assert_eq!(ev["type"], "error", "{ev}");
+        assert_eq!(
+            ev["code"],
+            *code,
+            "for {:?}: {ev}",
+            String::from_utf8_lossy(&line[..line.len().min(60)])
+        );
+        assert!(!ev["message"].as_str().unwrap_or("").is_empty());
+    }
+    c.send(json!({"v": 1, "type": "status", "id": "s"}));
+    let ev = c.recv();
+    assert_eq!(ev["type"], "status", "{ev}");
+    assert_eq!(ev["id"], "s");
+}
+
+#[test]
+fn cancel_mid_answer_then_ask_again() {
+    let d = Daemon::start("");
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "ask", "id": "long", "text": "Write a long story about a dragon and a knight.", "max_tokens": 400}));
+    loop {
+        let ev = c.recv();
+        if ev["type"] == "answer.delta" {
+            break;
+        }
+        assert_ne!(
+            ev["type"], "answer.end",
+            "answered before it could be cancelled"
+        );
+    }
+    let t0 = Instant::now();
+    c.send(json!({"v": 1, "type": "cancel", "id": "long"}));
+    let events = c.recv_until(&["cancelled", "answer.end", "error"]);
+    let last = events.last().expect("event");
+    assert_eq!(last["type"], "cancelled", "{last}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
+    c.send(ask("next", "What is the capital of Japan?"));
+    let (text, end) = answer(&mut c, "next");
+    assert_eq!(end["type"], "answer.end", "{end}");
+    assert!(text.contains("Tokyo"), "{text}");
+}
+
+#[test]
+fn many_clients_get_their_own_answers() {
+    let d = Daemon::start("");
+    let socket = d.socket.clone();
+    // A client that asks and never reads: it must not hold the others up.
+    let mut idle = Client::connect(&socket);
+    idle.send(ask("idle", "Tell me a long story."));
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&socket);
+                let id = format!("c{i}");
+                c.send(json!({"v": 1, "type": "ask", "id": id, "text": "What is the capital of France?", "max_tokens": 12}));
+                let (text, end) = answer(&mut c, &id);
+                assert_eq!(end["type"], "answer.end", "{end}");
+                assert_eq!(end["text"], text);
+                text
+            })
+        })
+        .collect();
+    for h in handles {
+        let text = h.join().expect("client thread");
+        assert!(text.contains("Paris"), "{text}");
+    }
+    drop(idle);
+}
+
+#[test]
+fn sigterm_during_an_answer_cancels_it_and_removes_the_socket() {
+    let mut d = Daemon::start("");
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "ask", "id": "t", "text": "Write a long story about a dragon.", "max_tokens": 400}));
+    loop {
+        if c.recv()["type"] == "answer.delta" {
+            break;
+        }
+    }
+    let pid = d.child.id().to_string();
+    let st = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let events = c.recv_until(&["cancelled", "answer.end", "error"]);
+    assert_eq!(events.last().expect("event")["type"], "cancelled");
+    let status = d.child.wait().expect("wait");
+    assert!(status.success(), "seerd exited with {status}");
+    assert!(!d.socket.exists(), "socket file left behind");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_refuses_to_start() {
+    let d = Daemon::start("");
+    let config = d.dir.path().join("config.toml");
+    let out = Command::new(bin("seerd"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already serving") && err.contains("seer.sock"),
+        "{err}"
+    );
+    // The first one still answers.
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "status", "id": "s"}));
+    assert_eq!(c.recv()["type"], "status");
+}
+
+#[test]
+fn config_errors_name_the_key_or_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |toml: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, toml).expect("write");
+        let out = Command::new(bin("seerd"))
+            .arg("--config")
+            .arg(&p)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{toml:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run("[model]\nbackedn = \"cpu\"\n");
+    assert!(e.contains("backedn") && e.contains("c.toml"), "{e}");
+    let e = run("[socket]\nmax_line_bytes = \"lots\"\n");
+    assert!(e.contains("max_line_bytes"), "{e}");
+    let e = run("[model]\npath = \"/nonexistent/model.gguf\"\n");
+    assert!(
+        e.contains("/nonexistent/model.gguf") && e.contains("model.path"),
+        "{e}"
+    );
+    // --print-config works on an empty file.
+    let p = dir.path().join("empty.toml");
+    std::fs::write(&p, "").expect("write");
+    let out = Command::new(bin("seerd"))
+        .arg("--config")
+        .arg(&p)
+        .arg("--print-config")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("max_line_bytes"));
+}
+
+#[test]
+fn the_cli_says_when_the_daemon_is_not_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin("seer"))
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .arg("status")
+        .output()
+        .expect("run seer");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seerd"));
+}
