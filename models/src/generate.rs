@@ -15,7 +15,7 @@ use crate::device::{self, BackendKind, OpenedDevice};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::llama::{KvCache, Llama, WeightFormat, load_gguf};
-use crate::tokenizer::{Message, TextTokenizer};
+use crate::tokenizer::{ChatTemplate, Message, TextTokenizer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 /// (measured with `scripts/run.sh`, `--weights native|f32`).
 pub const DEFAULT_SYSTEM_PROMPT: &str =
     "You are Seer, a helpful voice assistant on smart glasses. Answer in one short sentence.";
+
+/// The template used for models without one.
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// How the next token is chosen. The default is greedy.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -284,12 +287,20 @@ impl Engine {
         self.load_time
     }
 
-    /// Tokens for a chat, rendered with the model's own template.
+    /// Tokens for a chat, rendered with the model's own template, or ChatML
+    /// when the model ships none (llama.cpp's fallback too).
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let tmpl = self
-            .tokenizer
-            .chat_template()
-            .ok_or_else(|| ModelError::Template("the model has no chat template".into()))?;
+        let tmpl = self.tokenizer.chat_template().unwrap_or_else(|| {
+            let name = |id: Option<u32>| {
+                id.and_then(|i| self.tokenizer.id_to_token(i))
+                    .unwrap_or_default()
+            };
+            ChatTemplate::new(
+                CHATML,
+                name(self.tokenizer.bos()),
+                name(self.tokenizer.eos()),
+            )
+        });
         let text = tmpl.render(messages, true)?;
         self.tokenizer.encode(&text, false)
     }

@@ -258,3 +258,52 @@ fn the_cli_says_when_the_daemon_is_not_running() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("seerd"));
 }
+
+/// The socket's directory (0700) and mode (0600) already keep other users
+/// out; SO_PEERCRED is the second line. Open the file permissions up and
+/// connect as `nobody`: the daemon must still refuse, with a reason.
+#[test]
+fn a_client_running_as_another_user_is_refused() {
+    if !is_root() {
+        eprintln!("needs root to switch to `nobody` (CI runs as root)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start("");
+    let dir_mode = std::fs::metadata(d.socket.parent().expect("dir"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "socket directory mode");
+    let sock_mode = std::fs::metadata(&d.socket)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(sock_mode & 0o777, 0o600, "socket mode");
+    for p in [d.dir.path(), d.socket.parent().expect("dir")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin("seer"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("permission_denied"), "{err}");
+    // The owner is still served.
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "status", "id": "s"}));
+    assert_eq!(c.recv()["type"], "status");
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}

@@ -113,7 +113,13 @@ impl Conn {
     fn send(&mut self, v: Value) -> Result<(), Failure> {
         let mut line = v.to_string();
         line.push('\n');
-        self.writer.write_all(line.as_bytes())?;
+        if let Err(e) = self.writer.write_all(line.as_bytes()) {
+            // The daemon may have said why it hung up (e.g. permission_denied).
+            if let Ok(ev) = self.recv() {
+                check_error(&ev)?;
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 
