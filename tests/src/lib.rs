@@ -115,6 +115,25 @@ impl Client {
         }
     }
 
+    /// A second handle on the connection for writing from another thread.
+    pub fn writer(&self) -> UnixStream {
+        self.writer.try_clone().expect("clone")
+    }
+
+    /// Reads until the daemon closes the connection; returns the number of
+    /// lines received.
+    pub fn drain_to_eof(&mut self) -> usize {
+        let mut n = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return n,
+                Ok(_) => n += 1,
+            }
+        }
+    }
+
     /// Sends raw bytes (a newline is not added).
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("send");

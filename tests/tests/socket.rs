@@ -307,3 +307,154 @@ fn is_root() -> bool {
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
 }
+
+#[test]
+fn a_client_that_stops_reading_is_disconnected_without_slowing_others() {
+    let d = Daemon::start("client_queue = 4\n");
+    let mut slow = d.connect();
+    // Tens of thousands of requests and never a read: the replies fill the
+    // socket buffer, then this client's queue, and the daemon hangs up.
+    let n = 30_000;
+    let mut w = slow.writer();
+    let flood = std::thread::spawn(move || {
+        let line = b"{\"v\":1,\"type\":\"status\",\"id\":\"s\"}\n";
+        for _ in 0..n {
+            if std::io::Write::write_all(&mut w, line).is_err() {
+                return;
+            }
+        }
+    });
+    // Meanwhile another client is answered as usual.
+    let mut c = d.connect();
+    c.send(ask("ok", "What is the capital of France?"));
+    let (text, end) = answer(&mut c, "ok");
+    assert_eq!(end["type"], "answer.end", "{end}");
+    assert!(text.contains("Paris"), "{text}");
+    flood.join().expect("flood thread");
+    let got = slow.drain_to_eof();
+    assert!(
+        got < n,
+        "the slow client received all {got} replies; it should have been cut off"
+    );
+}
+
+#[test]
+fn readiness_is_notified_and_a_stale_socket_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    // A socket file left behind by a crashed daemon.
+    let socket = dir.path().join("run/seer.sock");
+    std::fs::create_dir_all(socket.parent().expect("dir")).expect("mkdir");
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket"));
+    assert!(socket.exists());
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npath = {:?}\nbackend = \"cpu\"\n[socket]\npath = {:?}\n",
+            seer_tests::model(),
+            socket
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(bin("seerd"))
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("SEER_SOCKET")
+        .spawn()
+        .expect("seerd");
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("READY datagram");
+    assert_eq!(&buf[..n], b"READY=1");
+    let mut c = Client::connect(&socket);
+    c.send(json!({"v": 1, "type": "describe", "id": "d"}));
+    let ev = c.recv();
+    assert_eq!(ev["type"], "describe", "{ev}");
+    assert_eq!(ev["protocol"], 1);
+    assert!(
+        ev["unsupported"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|r| r == "listen.start"),
+        "{ev}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn lazy_loading_reports_a_missing_model_to_the_asker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("run/seer.sock");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!("[model]\npath = \"/nonexistent/m.gguf\"\nload = \"lazy\"\n[socket]\npath = {socket:?}\n"),
+    )
+    .expect("config");
+    let mut child = Command::new(bin("seerd"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("SEER_SOCKET")
+        .spawn()
+        .expect("seerd");
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = Client::connect(&socket);
+    c.send(ask("a", "hello"));
+    let events = c.recv_until(&["answer.end", "error", "cancelled"]);
+    let last = events.last().expect("event");
+    assert_eq!(last["code"], "model_missing", "{last}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/nonexistent/m.gguf"),
+        "{last}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn cli_json_output_and_completions() {
+    let d = Daemon::start("");
+    let out = Command::new(bin("seer"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args([
+            "ask",
+            "--json",
+            "--max-tokens",
+            "8",
+            "What is the capital of France?",
+        ])
+        .output()
+        .expect("seer");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert!(lines.iter().any(|e| e["type"] == "answer.delta"));
+    assert_eq!(lines.last().expect("events")["type"], "answer.end");
+    let out = Command::new(bin("seer"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("seer");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seer"));
+}
