@@ -9,11 +9,12 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// Everything a connection needs, shared.
 #[derive(Debug)]
@@ -192,7 +193,13 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, mut shutdown: watch
         }
         let _ = write.shutdown().await;
     });
-    let turns: Arc<Mutex<HashMap<String, CancelToken>>> = Arc::default();
+    let (gone_tx, gone) = watch::channel(false);
+    let conn = Conn {
+        client,
+        turns: Arc::default(),
+        gone,
+        subscribed: Arc::new(AtomicBool::new(false)),
+    };
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
     loop {
@@ -203,7 +210,7 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, mut shutdown: watch
         };
         match line {
             Ok(None) | Err(_) => break,
-            Ok(Some(Err(n))) => client.send(protocol::error_event(
+            Ok(Some(Err(n))) => conn.client.send(protocol::error_event(
                 Code::TooLarge,
                 &format!(
                     "request line of {n} bytes exceeds socket.max_line_bytes = {}",
@@ -216,33 +223,54 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, mut shutdown: watch
                     continue;
                 }
                 match protocol::parse(&buf) {
-                    Ok(req) => handle(req, &shared, &client, &turns),
+                    Ok(req) => handle(req, &shared, &conn),
                     Err(e) => {
-                        client.send(protocol::error_event(e.code, &e.message, e.id.as_deref()))
+                        conn.client
+                            .send(protocol::error_event(e.code, &e.message, e.id.as_deref()))
                     }
                 }
             }
         }
     }
     // The client is gone (or too slow, or we are shutting down): its turns
-    // stop working for nobody.
-    for c in turns.lock().unwrap_or_else(|p| p.into_inner()).values() {
-        c.cancel();
+    // stop working for nobody, and its subscription ends.
+    for t in conn
+        .turns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+    {
+        t.cancel.cancel();
     }
+    let _ = gone_tx.send(true);
     if *killed.borrow() {
         writer.abort();
     } else {
-        drop(client);
+        drop(conn);
         let _ = writer.await;
     }
 }
 
-fn handle(
-    req: Request,
-    shared: &Arc<Shared>,
-    client: &ClientTx,
-    turns: &Arc<Mutex<HashMap<String, CancelToken>>>,
-) {
+/// One connection's state.
+struct Conn {
+    client: ClientTx,
+    /// Running or queued turns by request id.
+    turns: Arc<Mutex<HashMap<String, TurnEntry>>>,
+    /// Turns true when the connection ends.
+    gone: watch::Receiver<bool>,
+    subscribed: Arc<AtomicBool>,
+}
+
+struct TurnEntry {
+    cancel: CancelToken,
+    /// Wakes the turn's forwarder so a queued turn reports `cancelled` at
+    /// once instead of when the worker reaches it.
+    cancel_now: Arc<Notify>,
+}
+
+fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
+    let client = &conn.client;
+    let turns = &conn.turns;
     match req {
         Request::Ask(a) => {
             if a.image.is_some() {
@@ -286,16 +314,31 @@ fn handle(
                     return;
                 }
             };
-            turns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(a.id.clone(), turn.cancel.clone());
+            let cancel_now = Arc::new(Notify::new());
+            turns.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                a.id.clone(),
+                TurnEntry {
+                    cancel: turn.cancel.clone(),
+                    cancel_now: cancel_now.clone(),
+                },
+            );
             let client = client.clone();
             let turns = turns.clone();
             let id = a.id;
             let stream = a.stream.unwrap_or(true);
             tokio::spawn(async move {
-                while let Some(ev) = turn.events.recv().await {
+                let mut started = false;
+                loop {
+                    let ev = tokio::select! {
+                        ev = turn.events.recv() => ev,
+                        _ = cancel_now.notified(), if !started => {
+                            // Still queued: say so now; the worker skips it later.
+                            client.send(protocol::event("cancelled", Some(&id), json!({})));
+                            break;
+                        }
+                    };
+                    let Some(ev) = ev else { break };
+                    started |= matches!(ev, TurnEvent::Thinking);
                     let line = match ev {
                         TurnEvent::Queued { position } => protocol::event(
                             "state",
@@ -339,10 +382,13 @@ fn handle(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&id)
-                .cloned();
+                .map(|t| (t.cancel.clone(), t.cancel_now.clone()));
             match found {
                 // The turn's own task reports `cancelled`.
-                Some(c) => c.cancel(),
+                Some((c, now)) => {
+                    c.cancel();
+                    now.notify_one();
+                }
                 None => client.send(protocol::error_event(
                     Code::BadRequest,
                     &format!("cancel: no running request with id `{id}` on this connection"),
@@ -355,13 +401,18 @@ fn handle(
             client.send(protocol::event("stopped", id.as_deref(), json!({})));
         }
         Request::Subscribe { id, events } => {
-            let mut rx = shared.state.subscribe();
-            let client2 = client.clone();
             client.send(protocol::event(
                 "subscribed",
                 id.as_deref(),
                 json!({"events": events}),
             ));
+            // One stream per connection, however often it subscribes.
+            if events.is_empty() || conn.subscribed.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let mut rx = shared.state.subscribe();
+            let client2 = client.clone();
+            let mut gone = conn.gone.clone();
             client.send(protocol::event(
                 "state",
                 None,
@@ -369,13 +420,14 @@ fn handle(
             ));
             tokio::spawn(async move {
                 loop {
-                    match rx.recv().await {
+                    let got = tokio::select! {
+                        _ = gone.changed() => break,
+                        got = rx.recv() => got,
+                    };
+                    match got {
                         Ok(s) => client2.send(protocol::event("state", None, json!({"state": s}))),
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(_) => break,
-                    }
-                    if client2.tx.is_closed() {
-                        break;
                     }
                 }
             });

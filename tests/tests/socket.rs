@@ -132,10 +132,46 @@ fn cancel_mid_answer_then_ask_again() {
         "cancel took {:?}",
         t0.elapsed()
     );
+    c.send(json!({"v": 1, "type": "cancel", "id": "long"}));
+    let ev = c.recv();
+    assert_eq!(
+        (ev["type"].as_str(), ev["code"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{ev}"
+    );
     c.send(ask("next", "What is the capital of Japan?"));
     let (text, end) = answer(&mut c, "next");
     assert_eq!(end["type"], "answer.end", "{end}");
     assert!(text.contains("Tokyo"), "{text}");
+}
+
+#[test]
+fn a_queued_question_cancelled_is_answered_cancelled_at_once() {
+    let d = Daemon::start("");
+    let mut a = d.connect();
+    a.send(json!({"v": 1, "type": "ask", "id": "first", "text": "Write a long story about a dragon.", "max_tokens": 300}));
+    loop {
+        if a.recv()["type"] == "answer.delta" {
+            break;
+        }
+    }
+    let mut b = d.connect();
+    b.send(ask("second", "What is the capital of France?"));
+    let queued = b.recv();
+    assert_eq!(queued["state"], "queued", "{queued}");
+    assert_eq!(queued["position"], 1, "{queued}");
+    let t0 = Instant::now();
+    b.send(json!({"v": 1, "type": "cancel", "id": "second"}));
+    let ev = b.recv();
+    assert_eq!(ev["type"], "cancelled", "{ev}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t0.elapsed()
+    );
+    // The first answer carries on undisturbed.
+    let events = a.recv_until(&["answer.end", "cancelled", "error"]);
+    assert_eq!(events.last().expect("event")["type"], "answer.end");
 }
 
 #[test]

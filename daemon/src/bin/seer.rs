@@ -175,7 +175,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     continue;
                 }
                 match ask(&mut c, line.trim(), false, Some(&conversation), None) {
-                    Ok(()) | Err(Failure::Daemon(_)) => {}
+                    Ok(()) => {}
+                    // Reported, and the conversation goes on.
+                    Err(Failure::Daemon(m)) => eprintln!("seer: {m}"),
                     Err(e) => return Err(e),
                 }
             }
@@ -184,8 +186,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 /// Ctrl-C sends `cancel` for the question in flight (the daemon answers
-/// `cancelled` and the client exits 1); a second Ctrl-C, or one with nothing
-/// in flight, exits at once with 130.
+/// `cancelled`; `ask` exits 1, `chat` goes on); a second Ctrl-C for the same
+/// question, or one with nothing in flight, exits at once with 130.
 fn install_ctrl_c(c: &Conn) -> Result<(), Failure> {
     let mut writer = c.writer.try_clone()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -194,15 +196,15 @@ fn install_ctrl_c(c: &Conn) -> Result<(), Failure> {
         .context("starting the signal thread")?;
     std::thread::spawn(move || {
         rt.block_on(async move {
-            let mut cancelled = false;
+            let mut cancelled: Option<String> = None;
             loop {
                 if tokio::signal::ctrl_c().await.is_err() {
                     return;
                 }
                 let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 match current {
-                    Some(id) if !cancelled => {
-                        cancelled = true;
+                    Some(id) if cancelled.as_ref() != Some(&id) => {
+                        cancelled = Some(id.clone());
                         let line = format!("{}\n", json!({"v": 1, "type": "cancel", "id": id}));
                         let _ = writer.write_all(line.as_bytes());
                     }
