@@ -494,3 +494,38 @@ fn cli_json_output_and_completions() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("seer"));
 }
+
+#[test]
+fn chat_keeps_a_conversation_going() {
+    use std::io::Write;
+    let d = Daemon::start("");
+    let mut child = Command::new(bin("seer"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("chat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("seer chat");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"What is the capital of France?\n\nHow many legs does a spider have?\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("chat output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(answers.len(), 2, "{text}");
+    assert!(answers[0].contains("Paris"), "{text}");
+    assert!(
+        answers[1].contains('8') || answers[1].contains("eight"),
+        "{text}"
+    );
+}
