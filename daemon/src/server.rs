@@ -251,6 +251,16 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, mut shutdown: watch
     }
 }
 
+/// The protocol's code for an answer-stage failure.
+fn code_of(e: &AnswerError) -> Code {
+    match e {
+        AnswerError::Busy(_) => Code::Busy,
+        AnswerError::ModelMissing(_) => Code::ModelMissing,
+        AnswerError::BadRequest(_) => Code::BadRequest,
+        AnswerError::Internal(_) => Code::Internal,
+    }
+}
+
 /// One connection's state.
 struct Conn {
     client: ClientTx,
@@ -304,13 +314,11 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
             let mut turn = match shared.answerer.submit(ask) {
                 Ok(t) => t,
                 Err(e) => {
-                    let code = match e {
-                        AnswerError::Busy(_) => Code::Busy,
-                        AnswerError::ModelMissing(_) => Code::ModelMissing,
-                        AnswerError::BadRequest(_) => Code::BadRequest,
-                        AnswerError::Internal(_) => Code::Internal,
-                    };
-                    client.send(protocol::error_event(code, &e.to_string(), Some(&a.id)));
+                    client.send(protocol::error_event(
+                        code_of(&e),
+                        &e.to_string(),
+                        Some(&a.id),
+                    ));
                     return;
                 }
             };
@@ -363,13 +371,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                         ),
                         TurnEvent::Cancelled => protocol::event("cancelled", Some(&id), json!({})),
                         TurnEvent::Failed(e) => {
-                            let code = match e {
-                                AnswerError::Busy(_) => Code::Busy,
-                                AnswerError::ModelMissing(_) => Code::ModelMissing,
-                                AnswerError::BadRequest(_) => Code::BadRequest,
-                                AnswerError::Internal(_) => Code::Internal,
-                            };
-                            protocol::error_event(code, &e.to_string(), Some(&id))
+                            protocol::error_event(code_of(&e), &e.to_string(), Some(&id))
                         }
                     };
                     client.send(line);
