@@ -15,6 +15,40 @@ pub struct Config {
     pub socket: SocketConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The D-Bus service.
+    pub dbus: DbusConfig,
+}
+
+/// `[dbus]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbusConfig {
+    /// `session`, `system` or `off`.
+    pub bus: DbusBus,
+    /// When the name `org.seer.Assistant1` is taken: exit (true) or carry on
+    /// without D-Bus (false). A missing bus never stops the daemon.
+    pub required: bool,
+}
+
+impl Default for DbusConfig {
+    fn default() -> Self {
+        Self {
+            bus: DbusBus::Session,
+            required: true,
+        }
+    }
+}
+
+/// Which bus `seerd` serves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DbusBus {
+    /// The user's session bus.
+    Session,
+    /// The system bus.
+    System,
+    /// No D-Bus.
+    Off,
 }
 
 /// `[model]`

@@ -5,12 +5,15 @@
 //! - [`protocol`]: the NDJSON socket protocol v1 (requests, events, error codes).
 //! - [`server`]: the Unix socket (permissions, stale-socket detection, peer
 //!   uid check), one task per connection with a bounded event queue.
+//! - [`dbus`]: the `org.seer.Assistant1` D-Bus service (zbus), sharing the
+//!   answer stage and state bus with the socket.
 //! - [`systemd`]: readiness notification.
 //!
 //! The binaries are thin: `seerd` wires config → engine → answer stage →
 //! server and waits for SIGINT/SIGTERM; `seer` speaks the protocol.
 
 pub mod config;
+pub mod dbus;
 pub mod protocol;
 pub mod server;
 pub mod systemd;

@@ -439,6 +439,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
             id.as_deref(),
             json!({
                 "state": shared.state.get(),
+                "muted": shared.state.muted(),
                 "pending": shared.answerer.pending(),
                 "model": shared.model,
                 "uptime_s": shared.started.elapsed().as_secs(),

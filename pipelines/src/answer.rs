@@ -119,10 +119,20 @@ struct Job {
     cancel: CancelToken,
 }
 
+/// A finished turn, announced to every front end (D-Bus `Answer` signal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The question.
+    pub question: String,
+    /// The complete answer.
+    pub answer: String,
+}
+
 /// Handle to the answer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Answerer {
     tx: std_mpsc::SyncSender<Job>,
+    finished: tokio::sync::broadcast::Sender<Finished>,
     pending: Arc<AtomicUsize>,
     active: Arc<Mutex<Vec<CancelToken>>>,
     queue: usize,
@@ -151,7 +161,9 @@ impl Answerer {
         let (tx, rx) = std_mpsc::sync_channel::<Job>(cfg.queue.max(1));
         let pending = Arc::new(AtomicUsize::new(0));
         let active: Arc<Mutex<Vec<CancelToken>>> = Arc::default();
+        let (finished, _) = tokio::sync::broadcast::channel(64);
         let worker = Worker {
+            finished: finished.clone(),
             engine,
             cfg: cfg.clone(),
             state,
@@ -165,10 +177,16 @@ impl Answerer {
             .expect("spawning the answer thread");
         Self {
             tx,
+            finished,
             pending,
             active,
             queue: cfg.queue,
         }
+    }
+
+    /// Every turn that ends with an answer, from any front end.
+    pub fn subscribe_finished(&self) -> tokio::sync::broadcast::Receiver<Finished> {
+        self.finished.subscribe()
     }
 
     /// Turns waiting or running.
@@ -210,6 +228,7 @@ impl Answerer {
 }
 
 struct Worker {
+    finished: tokio::sync::broadcast::Sender<Finished>,
     engine: EngineSource,
     cfg: AnswerConfig,
     state: StateBus,
@@ -254,6 +273,7 @@ impl Worker {
     fn answer(&mut self, job: &Job) -> TurnEvent {
         let cfg = self.cfg.clone();
         let conversations = self.conversations.clone();
+        let finished = self.finished.clone();
         let engine = match self.engine() {
             Ok(e) => e,
             Err(e) => return TurnEvent::Failed(e),
@@ -291,6 +311,10 @@ impl Worker {
         if out.stop_reason == StopReason::Cancelled {
             return TurnEvent::Cancelled;
         }
+        let _ = finished.send(Finished {
+            question: job.ask.text.clone(),
+            answer: out.text.trim().to_owned(),
+        });
         if let Some(c) = &job.ask.conversation {
             history.push(Message::new("user", &job.ask.text));
             history.push(Message::new("assistant", out.text.trim()));

@@ -39,6 +39,8 @@ impl State {
 pub struct StateBus {
     tx: broadcast::Sender<State>,
     current: std::sync::Arc<std::sync::Mutex<State>>,
+    /// The privacy switch: while true, microphone and camera stay off.
+    muted: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for StateBus {
@@ -54,7 +56,24 @@ impl StateBus {
         Self {
             tx,
             current: std::sync::Arc::new(std::sync::Mutex::new(State::Idle)),
+            muted: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Sets the privacy switch.
+    pub fn set_muted(&self, muted: bool) {
+        self.muted
+            .send_if_modified(|m| std::mem::replace(m, muted) != muted);
+    }
+
+    /// Whether the privacy switch is on.
+    pub fn muted(&self) -> bool {
+        *self.muted.borrow()
+    }
+
+    /// A receiver that sees every change of the privacy switch.
+    pub fn subscribe_muted(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.muted.subscribe()
     }
 
     /// Sets the state, announcing it only when it changes.

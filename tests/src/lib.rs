@@ -51,21 +51,30 @@ impl Daemon {
     /// Starts `seerd` with `extra` TOML appended to a config that points at
     /// the test model and a private socket, and waits for the socket.
     pub fn start(extra: &str) -> Daemon {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// As [`Daemon::start`], with extra environment variables for `seerd`.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run/seer.sock");
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
             format!(
-                "[model]\npath = {:?}\nbackend = \"cpu\"\nthreads = 1\ncontext_length = 1024\n\n[socket]\npath = {:?}\n{extra}",
+                "[model]\npath = {:?}\nbackend = \"cpu\"\nthreads = 1\ncontext_length = 1024\n\n[socket]\npath = {:?}\n{extra}\n{}",
                 model(),
-                socket
+                socket,
+                // Without a private bus given, stay off the bus so parallel
+                // daemons never compete for the name.
+                if env.iter().any(|(k, _)| *k == "DBUS_SESSION_BUS_ADDRESS") { "" } else { "[dbus]\nbus = \"off\"\n" }
             ),
         )
         .expect("write config");
         let child = Command::new(bin("seerd"))
             .arg("--config")
             .arg(&config)
+            .envs(env.iter().copied())
             .env_remove("SEER_SOCKET")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -391,7 +391,7 @@ fn readiness_is_notified_and_a_stale_socket_is_replaced() {
     std::fs::write(
         &config,
         format!(
-            "[model]\npath = {:?}\nbackend = \"cpu\"\n[socket]\npath = {:?}\n",
+            "[model]\npath = {:?}\nbackend = \"cpu\"\n[socket]\npath = {:?}\n[dbus]\nbus = \"off\"\n",
             seer_tests::model(),
             socket
         ),
@@ -431,7 +431,7 @@ fn lazy_loading_reports_a_missing_model_to_the_asker() {
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
-        format!("[model]\npath = \"/nonexistent/m.gguf\"\nload = \"lazy\"\n[socket]\npath = {socket:?}\n"),
+        format!("[model]\npath = \"/nonexistent/m.gguf\"\nload = \"lazy\"\n[socket]\npath = {socket:?}\n[dbus]\nbus = \"off\"\n"),
     )
     .expect("config");
     let mut child = Command::new(bin("seerd"))

@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use seer_daemon::config::{Config, LoadWhen};
+use seer_daemon::config::{Config, DbusBus, LoadWhen};
+use seer_daemon::dbus;
 use seer_daemon::server::{self, Shared};
 use seer_daemon::systemd;
 use seer_models::device::{self, BackendKind};
@@ -25,6 +26,9 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Serve D-Bus on the system bus (overrides dbus.bus).
+    #[arg(long)]
+    system: bool,
 }
 
 fn main() -> ExitCode {
@@ -57,7 +61,10 @@ fn run() -> Result<()> {
     let args = Args::parse();
     let explicit = args.config.is_some() || std::env::var_os("SEER_CONFIG").is_some();
     let path = Config::locate(args.config.as_deref());
-    let config = Config::load(path.as_deref(), explicit)?;
+    let mut config = Config::load(path.as_deref(), explicit)?;
+    if args.system {
+        config.dbus.bus = DbusBus::System;
+    }
     if args.print_config {
         print!(
             "{}",
@@ -119,6 +126,40 @@ fn run() -> Result<()> {
             model: serde_json::json!({"path": model_path, "backend": config.model.backend}),
             started: std::time::Instant::now(),
         });
+        let _dbus = match config.dbus.bus {
+            DbusBus::Off => None,
+            bus => {
+                let bus = if bus == DbusBus::System {
+                    dbus::Bus::System
+                } else {
+                    dbus::Bus::Session
+                };
+                let models = [("language".to_owned(), model_path.display().to_string())].into();
+                match dbus::start(
+                    bus,
+                    dbus::Assistant::new(answerer.clone(), shared.state.clone(), models),
+                )
+                .await
+                {
+                    Ok(conn) => {
+                        tracing::info!(name = dbus::NAME, ?bus, "D-Bus service ready");
+                        Some(conn)
+                    }
+                    Err(e @ dbus::StartError::NoBus { .. }) => {
+                        tracing::warn!("D-Bus is off: {e}");
+                        None
+                    }
+                    Err(e @ dbus::StartError::NameTaken { .. }) if !config.dbus.required => {
+                        tracing::warn!("D-Bus is off: {e}");
+                        None
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&socket);
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(server::serve(listener, shared, stop_rx));
         tracing::info!(socket = %socket.display(), "seerd ready");

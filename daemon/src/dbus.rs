@@ -1,0 +1,350 @@
+//! The D-Bus front end: `org.seer.Assistant1` at `/org/seer/Assistant1`.
+//!
+//! Thin by design: every method hands off to the same answer stage and state
+//! bus the socket uses, so both front ends show one truth. Properties follow
+//! the [`StateBus`]; the `Answer` signal is emitted for every finished turn,
+//! whichever front end asked.
+
+// zbus's `#[interface]` generates undocumented helpers (`state_changed`, ...).
+#![allow(missing_docs)]
+
+use seer_pipelines::answer::{AnswerError, Answerer, Ask, TurnEvent};
+use seer_pipelines::state::StateBus;
+use std::collections::HashMap;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{OwnedValue, Value};
+use zbus::{fdo, interface};
+
+/// Well-known bus name.
+pub const NAME: &str = "org.seer.Assistant1";
+/// Object path.
+pub const PATH: &str = "/org/seer/Assistant1";
+/// The option keys `Ask` accepts.
+pub const ASK_OPTIONS: &[&str] = &["image_path", "use_camera", "max_tokens", "conversation"];
+
+/// Errors returned to D-Bus callers, named `org.seer.Assistant1.Error.<Variant>`.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.seer.Assistant1.Error")]
+pub enum Error {
+    /// A zbus failure.
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// The call was malformed (empty text, unknown option, wrong option type).
+    BadRequest(String),
+    /// The language model could not be loaded.
+    ModelMissing(String),
+    /// A device is missing.
+    DeviceUnavailable(String),
+    /// Too many questions waiting.
+    Busy(String),
+    /// The question was cancelled (`Stop`, or another front end).
+    Cancelled(String),
+    /// The subsystem has not landed in this build.
+    Unsupported(String),
+    /// Anything else.
+    Internal(String),
+}
+
+impl From<AnswerError> for Error {
+    fn from(e: AnswerError) -> Self {
+        let m = e.to_string();
+        match e {
+            AnswerError::Busy(_) => Error::Busy(m),
+            AnswerError::ModelMissing(_) => Error::ModelMissing(m),
+            AnswerError::BadRequest(_) => Error::BadRequest(m),
+            AnswerError::Internal(_) => Error::Internal(m),
+        }
+    }
+}
+
+/// The served object.
+pub struct Assistant {
+    answerer: Answerer,
+    state: StateBus,
+    models: HashMap<String, String>,
+}
+
+impl Assistant {
+    /// An object serving `answerer` and `state`; `models` is role → model.
+    pub fn new(answerer: Answerer, state: StateBus, models: HashMap<String, String>) -> Self {
+        Self {
+            answerer,
+            state,
+            models,
+        }
+    }
+}
+
+fn owned<'a>(v: impl Into<Value<'a>>) -> OwnedValue {
+    // Only values holding file descriptors fail to convert; none are built here.
+    v.into()
+        .try_into()
+        .expect("plain values convert to OwnedValue")
+}
+
+#[interface(name = "org.seer.Assistant1")]
+impl Assistant {
+    /// Answers `text`; replies once the answer is complete. Options:
+    /// `max_tokens` (u), `conversation` (s); `image_path` (s) and
+    /// `use_camera` (b) need vision, which has not landed (Unsupported).
+    async fn ask(
+        &self,
+        text: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<String, Error> {
+        if text.trim().is_empty() {
+            return Err(Error::BadRequest("the question text is empty".into()));
+        }
+        let mut ask = Ask {
+            text,
+            conversation: None,
+            max_tokens: None,
+        };
+        for (key, value) in &options {
+            match key.as_str() {
+                "max_tokens" => {
+                    let n = u32::try_from(value).map_err(|_| {
+                        Error::BadRequest("option max_tokens must be a uint32 (u)".into())
+                    })?;
+                    ask.max_tokens = Some(n as usize);
+                }
+                "conversation" => {
+                    let s = <&str>::try_from(value).map_err(|_| {
+                        Error::BadRequest("option conversation must be a string (s)".into())
+                    })?;
+                    ask.conversation = Some(s.to_owned());
+                }
+                "image_path" | "use_camera" => {
+                    return Err(Error::Unsupported(format!(
+                        "option {key}: vision has not landed in this build"
+                    )));
+                }
+                other => {
+                    return Err(Error::BadRequest(format!(
+                        "unknown option `{other}` (known: {})",
+                        ASK_OPTIONS.join(", ")
+                    )));
+                }
+            }
+        }
+        let mut turn = self.answerer.submit(ask)?;
+        while let Some(ev) = turn.events.recv().await {
+            match ev {
+                TurnEvent::End { text, .. } => return Ok(text.trim().to_owned()),
+                TurnEvent::Cancelled => {
+                    return Err(Error::Cancelled("the question was cancelled".into()));
+                }
+                TurnEvent::Failed(e) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Err(Error::Internal("the answer stage stopped".into()))
+    }
+
+    /// Push-to-talk start (needs the voice subsystem).
+    async fn start_listening(&self) -> Result<(), Error> {
+        Err(Error::Unsupported(
+            "listening has not landed in this build".into(),
+        ))
+    }
+
+    /// Push-to-talk stop (needs the voice subsystem).
+    async fn stop_listening(&self) -> Result<(), Error> {
+        Err(Error::Unsupported(
+            "listening has not landed in this build".into(),
+        ))
+    }
+
+    /// Cancels every queued and running question.
+    async fn stop(&self) {
+        self.answerer.stop_all();
+    }
+
+    /// Version, models, devices and capabilities.
+    async fn describe(&self) -> HashMap<String, OwnedValue> {
+        let caps: HashMap<&str, bool> = [
+            ("text", true),
+            ("voice", false),
+            ("vision", false),
+            ("models", false),
+        ]
+        .into();
+        let mut d = HashMap::new();
+        d.insert("version".to_owned(), owned(env!("CARGO_PKG_VERSION")));
+        d.insert("models".to_owned(), owned(self.models.clone()));
+        d.insert("devices".to_owned(), owned(Vec::<String>::new()));
+        d.insert("capabilities".to_owned(), owned(caps));
+        d
+    }
+
+    /// idle, listening, transcribing, thinking or speaking.
+    #[zbus(property)]
+    async fn state(&self) -> String {
+        self.state.get().as_str().to_owned()
+    }
+
+    /// The privacy switch: while true, microphone and camera stay off.
+    #[zbus(property)]
+    async fn muted(&self) -> bool {
+        self.state.muted()
+    }
+
+    /// Sets the privacy switch.
+    #[zbus(property)]
+    async fn set_muted(&mut self, muted: bool) {
+        self.state.set_muted(muted);
+    }
+
+    /// Whether the microphone is capturing (never, until voice lands).
+    #[zbus(property)]
+    async fn microphone_active(&self) -> bool {
+        false
+    }
+
+    /// Whether the camera is capturing (never, until vision lands).
+    #[zbus(property)]
+    async fn camera_active(&self) -> bool {
+        false
+    }
+
+    /// Role → model.
+    #[zbus(property)]
+    async fn models(&self) -> HashMap<String, String> {
+        self.models.clone()
+    }
+
+    /// Seer's version.
+    #[zbus(property)]
+    async fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    /// A transcript of speech (partial or final).
+    #[zbus(signal)]
+    async fn transcript(emitter: &SignalEmitter<'_>, text: &str, r#final: bool)
+    -> zbus::Result<()>;
+
+    /// A finished turn, from any front end.
+    #[zbus(signal)]
+    async fn answer(emitter: &SignalEmitter<'_>, question: &str, answer: &str) -> zbus::Result<()>;
+}
+
+/// Which bus to serve on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    /// The user's session bus.
+    Session,
+    /// The system bus (needs the policy file in share/dbus-1/system.d).
+    System,
+}
+
+/// Why D-Bus could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No bus to connect to: the daemon carries on without D-Bus.
+    #[error("cannot connect to the {bus} bus: {source}")]
+    NoBus {
+        /// session or system.
+        bus: &'static str,
+        /// Why.
+        source: zbus::Error,
+    },
+    /// Another process owns the name.
+    #[error(
+        "the bus name {NAME} is already owned by {owner}; stop that seerd, or set dbus.required = false"
+    )]
+    NameTaken {
+        /// Its unique name.
+        owner: String,
+    },
+    /// Anything else.
+    #[error("D-Bus: {0}")]
+    Other(#[from] zbus::Error),
+}
+
+/// Connects, serves the object, claims the name, and starts the tasks that
+/// forward state, mute and answer changes as D-Bus signals.
+pub async fn start(bus: Bus, assistant: Assistant) -> Result<zbus::Connection, StartError> {
+    let state = assistant.state.clone();
+    let mut finished = assistant.answerer.subscribe_finished();
+    let builder = match bus {
+        Bus::Session => zbus::connection::Builder::session(),
+        Bus::System => zbus::connection::Builder::system(),
+    };
+    let bus_name = if bus == Bus::Session {
+        "session"
+    } else {
+        "system"
+    };
+    let conn = builder
+        .and_then(|b| b.serve_at(PATH, assistant))
+        .map_err(|source| StartError::NoBus {
+            bus: bus_name,
+            source,
+        })?
+        .build()
+        .await
+        .map_err(|source| StartError::NoBus {
+            bus: bus_name,
+            source,
+        })?;
+    match conn
+        .request_name_with_flags(NAME, fdo::RequestNameFlags::DoNotQueue.into())
+        .await
+    {
+        Ok(fdo::RequestNameReply::PrimaryOwner) | Ok(fdo::RequestNameReply::AlreadyOwner) => {}
+        Ok(_) | Err(zbus::Error::NameTaken) => {
+            let owner = match fdo::DBusProxy::new(&conn).await {
+                Ok(p) => match zbus::names::BusName::try_from(NAME) {
+                    Ok(n) => p
+                        .get_name_owner(n)
+                        .await
+                        .map(|o| o.to_string())
+                        .unwrap_or_else(|_| "another process".into()),
+                    Err(_) => "another process".into(),
+                },
+                Err(_) => "another process".into(),
+            };
+            return Err(StartError::NameTaken { owner });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let iface = conn.object_server().interface::<_, Assistant>(PATH).await?;
+
+    let i = iface.clone();
+    let mut states = state.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match states.recv().await {
+                Ok(_) => {
+                    let _ = i.get().await.state_changed(i.signal_emitter()).await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    });
+    let i = iface.clone();
+    let mut muted = state.subscribe_muted();
+    tokio::spawn(async move {
+        while muted.changed().await.is_ok() {
+            let obj = i.get().await;
+            let _ = obj.muted_changed(i.signal_emitter()).await;
+            let _ = obj.microphone_active_changed(i.signal_emitter()).await;
+            let _ = obj.camera_active_changed(i.signal_emitter()).await;
+        }
+    });
+    let i = iface;
+    tokio::spawn(async move {
+        loop {
+            match finished.recv().await {
+                Ok(f) => {
+                    let _ = Assistant::answer(i.signal_emitter(), &f.question, &f.answer).await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    });
+    Ok(conn)
+}

@@ -1,0 +1,320 @@
+//! The D-Bus front end on a private session bus, driven by `busctl` and
+//! `gdbus` — clients nobody here wrote — against the real seerd and model.
+
+use seer_tests::{Daemon, bin};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DEST: &str = "org.seer.Assistant1";
+const PATH: &str = "/org/seer/Assistant1";
+
+/// A private `dbus-daemon --session`, killed on drop.
+struct Bus {
+    child: Child,
+    address: String,
+}
+
+impl Bus {
+    fn start() -> Bus {
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon (install the dbus package)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("bus address");
+        Bus {
+            child,
+            address: line.trim().to_owned(),
+        }
+    }
+
+    /// Runs a client command on this bus.
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        Command::new(program)
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"))
+    }
+
+    fn busctl(&self, args: &[&str]) -> Output {
+        let mut a = vec!["--user"];
+        a.extend_from_slice(args);
+        self.run("busctl", &a)
+    }
+
+    /// Starts seerd on this bus and waits until it owns the name.
+    fn seerd(&self, extra: &str) -> Daemon {
+        let d = Daemon::start_with_env(extra, &[("DBUS_SESSION_BUS_ADDRESS", &self.address)]);
+        let t0 = Instant::now();
+        loop {
+            let out = self.busctl(&["status", DEST]);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "seerd never claimed {DEST}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn ask_over_busctl_and_gdbus() {
+    let bus = Bus::start();
+    let _d = bus.seerd("");
+    let out = bus.busctl(&[
+        "call",
+        DEST,
+        PATH,
+        DEST,
+        "Ask",
+        "sa{sv}",
+        "What is the capital of France?",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Paris"), "{}", text(&out));
+    let out = bus.run(
+        "gdbus",
+        &[
+            "call",
+            "--session",
+            "--dest",
+            DEST,
+            "--object-path",
+            PATH,
+            "--method",
+            "org.seer.Assistant1.Ask",
+            "What is the capital of France?",
+            "{'max_tokens': <uint32 24>}",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Paris"), "{}", text(&out));
+}
+
+#[test]
+fn monitor_sees_state_changes_and_the_answer_signal_for_a_socket_ask() {
+    let bus = Bus::start();
+    let d = bus.seerd("");
+    let mut monitor = Command::new("gdbus")
+        .args(["monitor", "--session", "--dest", DEST])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gdbus monitor");
+    let mut lines = BufReader::new(monitor.stdout.take().expect("stdout"));
+    // Ready when it reports a change we make: toggling Muted.
+    let seen = |lines: &mut BufReader<std::process::ChildStdout>, want: &[&str]| -> Vec<String> {
+        let mut got = Vec::new();
+        let mut line = String::new();
+        let t0 = Instant::now();
+        while !want
+            .iter()
+            .all(|w| got.iter().any(|l: &String| l.contains(w)))
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "monitor saw only {got:#?}"
+            );
+            line.clear();
+            if lines.read_line(&mut line).expect("monitor output") == 0 {
+                break;
+            }
+            got.push(line.clone());
+        }
+        got
+    };
+    let t0 = Instant::now();
+    loop {
+        let _ = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "true"]);
+        let _ = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "false"]);
+        let got = seen(&mut lines, &["'Muted': <false>"]);
+        if !got.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20));
+    }
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "ask", "id": "s", "text": "What is the capital of France?"}));
+    let end = c.recv_until(&["answer.end", "error"]);
+    assert_eq!(end.last().expect("event")["type"], "answer.end");
+    let got = seen(
+        &mut lines,
+        &[
+            "'State': <'thinking'>",
+            "'State': <'idle'>",
+            "org.seer.Assistant1.Answer",
+        ],
+    );
+    let answer = got
+        .iter()
+        .find(|l| l.contains("org.seer.Assistant1.Answer"))
+        .expect("Answer signal");
+    assert!(
+        answer.contains("What is the capital of France?") && answer.contains("Paris"),
+        "{answer}"
+    );
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+}
+
+#[test]
+fn muted_is_writable_and_shown_everywhere() {
+    let bus = Bus::start();
+    let d = bus.seerd("");
+    let out = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "true"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        text(&bus.busctl(&["get-property", DEST, PATH, DEST, "Muted"])).trim(),
+        "b true"
+    );
+    assert_eq!(
+        text(&bus.busctl(&["get-property", DEST, PATH, DEST, "MicrophoneActive"])).trim(),
+        "b false"
+    );
+    assert_eq!(
+        text(&bus.busctl(&["get-property", DEST, PATH, DEST, "State"])).trim(),
+        "s \"idle\""
+    );
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "status", "id": "st"}));
+    let st = c.recv();
+    assert_eq!(st["muted"], true, "{st}");
+}
+
+#[test]
+fn bad_calls_get_the_documented_errors_and_the_service_keeps_serving() {
+    let bus = Bus::start();
+    let _d = bus.seerd("");
+    let method = |m: &str| format!("{DEST}.{m}");
+    let cases: [(Vec<String>, &str); 5] = [
+        (
+            vec![method("Ask"), "hi".into()],
+            "Signature mismatch: got `s`, expected `(sa{sv})`",
+        ),
+        (
+            vec![method("Ask"), "hi".into(), "{'colour': <'red'>}".into()],
+            "org.seer.Assistant1.Error.BadRequest",
+        ),
+        (
+            vec![method("Ask"), "".into(), "{}".into()],
+            "org.seer.Assistant1.Error.BadRequest",
+        ),
+        (
+            vec![method("Ask"), "hi".into(), "{'max_tokens': <'ten'>}".into()],
+            "org.seer.Assistant1.Error.BadRequest",
+        ),
+        (
+            vec![method("StartListening")],
+            "org.seer.Assistant1.Error.Unsupported",
+        ),
+    ];
+    for (call, want) in &cases {
+        let mut args = vec![
+            "call",
+            "--session",
+            "--dest",
+            DEST,
+            "--object-path",
+            PATH,
+            "--method",
+        ];
+        args.extend(call.iter().map(String::as_str));
+        let out = bus.run("gdbus", &args);
+        assert!(!out.status.success(), "{call:?} succeeded");
+        assert!(text(&out).contains(want), "{call:?}: {}", text(&out));
+    }
+    // busctl sees the same failure.
+    let out = bus.busctl(&[
+        "call", DEST, PATH, DEST, "Ask", "sa{sv}", "hi", "1", "colour", "s", "red",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("unknown option `colour`"),
+        "{}",
+        text(&out)
+    );
+    let out = bus.busctl(&[
+        "call",
+        DEST,
+        PATH,
+        DEST,
+        "Ask",
+        "sa{sv}",
+        "What is the capital of France?",
+        "0",
+    ]);
+    assert!(text(&out).contains("Paris"), "{}", text(&out));
+}
+
+#[test]
+fn a_second_daemon_on_the_bus_names_the_owner_and_exits() {
+    let bus = Bus::start();
+    let _d = bus.seerd("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npath = {:?}\nbackend = \"cpu\"\n[socket]\npath = {:?}\n",
+            seer_tests::model(),
+            dir.path().join("other.sock")
+        ),
+    )
+    .expect("config");
+    let out = Command::new(bin("seerd"))
+        .arg("--config")
+        .arg(&config)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env_remove("SEER_SOCKET")
+        .output()
+        .expect("seerd");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already owned by :1."), "{err}");
+}
+
+#[test]
+fn introspection_matches_the_committed_xml() {
+    let bus = Bus::start();
+    let _d = bus.seerd("");
+    let out = bus.busctl(&["introspect", "--xml-interface", DEST, PATH]);
+    assert!(out.status.success(), "{}", text(&out));
+    let live = String::from_utf8_lossy(&out.stdout).into_owned();
+    let committed_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/dbus/org.seer.Assistant1.xml");
+    if std::env::var_os("SEER_UPDATE_INTROSPECTION").is_some() {
+        std::fs::write(&committed_path, &live).expect("write introspection");
+    }
+    let committed = std::fs::read_to_string(&committed_path)
+        .expect("docs/dbus/org.seer.Assistant1.xml (regenerate with SEER_UPDATE_INTROSPECTION=1)");
+    assert_eq!(
+        live, committed,
+        "the service's introspection changed: regenerate docs/dbus/org.seer.Assistant1.xml with SEER_UPDATE_INTROSPECTION=1 cargo test -p seer-tests --test dbus introspection"
+    );
+}
