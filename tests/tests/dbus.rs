@@ -115,6 +115,24 @@ fn ask_over_busctl_and_gdbus() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("Paris"), "{}", text(&out));
+    let out = bus.busctl(&["call", DEST, PATH, DEST, "Describe"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("version") && t.contains("capabilities") && t.contains("language"),
+        "{t}"
+    );
+}
+
+#[test]
+fn without_a_bus_the_socket_is_still_served() {
+    let d = Daemon::start_with_env(
+        "",
+        &[("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")],
+    );
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "status", "id": "s"}));
+    assert_eq!(c.recv()["type"], "status");
 }
 
 #[test]
