@@ -247,7 +247,8 @@ impl Worker {
                 let _ = job.events.blocking_send(TurnEvent::Thinking);
                 self.answer(&job)
             };
-            let _ = job.events.blocking_send(outcome);
+            // Book-keeping first, so a client that sees the turn's last event
+            // also sees the state it left behind (idle when nothing waits).
             self.active
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -255,6 +256,7 @@ impl Worker {
             if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
                 self.state.set(State::Idle);
             }
+            let _ = job.events.blocking_send(outcome);
         }
     }
 

@@ -55,6 +55,30 @@ fn answerer(cfg: AnswerConfig) -> (Answerer, StateBus, Arc<Conversations>) {
     (a, state, conv)
 }
 
+/// An answer stage whose model load waits until the returned sender is
+/// used (or dropped): the worker is then provably busy with the first turn,
+/// which makes queue tests deterministic.
+fn gated(cfg: AnswerConfig) -> (Answerer, std::sync::mpsc::Sender<()>) {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let source = EngineSource::Lazy(Box::new(move || {
+        let _ = wait.lock().map(|w| w.recv());
+        Ok(engine())
+    }));
+    let a = Answerer::spawn(
+        source,
+        cfg,
+        StateBus::new(),
+        Arc::new(Conversations::new(8)),
+    );
+    (a, release)
+}
+
+/// Waits for a turn's `Thinking` (the worker has taken it).
+fn until_thinking(t: &mut Turn) {
+    while !matches!(t.events.blocking_recv(), Some(TurnEvent::Thinking) | None) {}
+}
+
 fn ask(text: &str, max_tokens: usize) -> Ask {
     Ask {
         text: text.into(),
@@ -112,12 +136,14 @@ fn turns_run_in_order_and_report_their_queue_position() {
 /// answers faster than a test can react.)
 #[test]
 fn a_queued_turn_cancelled_never_starts() {
-    let (a, _, _) = answerer(small());
-    let mut long = a.submit(ask("tell", 30)).expect("queued");
+    let (a, release) = gated(small());
+    let mut first = a.submit(ask("tell", 8)).expect("queued");
+    until_thinking(&mut first);
     let mut waiting = a.submit(ask("and this", 8)).expect("queued");
     waiting.cancel.cancel();
+    release.send(()).expect("release the load");
     assert!(matches!(
-        drain(&mut long).last(),
+        drain(&mut first).last(),
         Some(TurnEvent::End { .. })
     ));
     let evs = drain(&mut waiting);
@@ -136,19 +162,25 @@ fn a_queued_turn_cancelled_never_starts() {
 
 #[test]
 fn a_full_queue_is_busy_and_a_vanished_client_frees_the_worker() {
-    let (a, _, _) = answerer(AnswerConfig {
+    let (a, release) = gated(AnswerConfig {
         queue: 1,
         ..small()
     });
     let mut running = a.submit(ask("one", 60)).expect("queued");
-    while !matches!(running.events.blocking_recv(), Some(TurnEvent::Thinking)) {}
-    let _queued = a.submit(ask("two", 4)).expect("one slot free");
+    until_thinking(&mut running);
+    let mut queued = a.submit(ask("two", 4)).expect("one slot free");
     match a.submit(ask("three", 4)) {
         Err(AnswerError::Busy(1)) => {}
         other => panic!("expected busy, got {other:?}"),
     }
-    // The running turn's client goes away: generation stops for nobody.
+    // The running turn's client goes away: generation stops for nobody, and
+    // the queued turn is answered.
     drop(running);
+    release.send(()).expect("release the load");
+    assert!(matches!(
+        drain(&mut queued).last(),
+        Some(TurnEvent::End { .. })
+    ));
     let t0 = std::time::Instant::now();
     while a.pending() > 0 {
         assert!(t0.elapsed() < Duration::from_secs(30), "worker still busy");
