@@ -137,6 +137,10 @@ pub struct SocketConfig {
     pub max_line_bytes: usize,
     /// Events queued for one client before it is disconnected as too slow.
     pub client_queue: usize,
+    /// A group (name or numeric id) whose members may also connect; empty =
+    /// only the user running seerd. The socket becomes 0660 and its
+    /// directory 0750, both owned by that group.
+    pub group: String,
 }
 
 impl Default for SocketConfig {
@@ -145,6 +149,7 @@ impl Default for SocketConfig {
             path: PathBuf::new(),
             max_line_bytes: 16 << 20,
             client_queue: 1024,
+            group: String::new(),
         }
     }
 }

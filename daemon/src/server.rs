@@ -27,6 +27,8 @@ pub struct Shared {
     pub max_line_bytes: usize,
     /// Per-client event queue length.
     pub client_queue: usize,
+    /// A group whose members may connect besides the owner.
+    pub group: Option<u32>,
     /// What `describe`/`status` report about the model.
     pub model: serde_json::Value,
     /// Start time, for `status`.
@@ -49,18 +51,46 @@ pub enum BindError {
     },
 }
 
-/// Creates the socket: parent directory 0700, socket 0600. A socket file left
-/// by a crashed run (nothing accepts on it) is replaced; a live one is not.
-pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+/// Resolves `socket.group` (a name from /etc/group, or a numeric id).
+pub fn resolve_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups =
+        std::fs::read_to_string("/etc/group").map_err(|e| format!("reading /etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse::<u32>().ok()?;
+            (name == group).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| format!("socket.group = {group:?}: no such group in /etc/group"))
+}
+
+/// Creates the socket: parent directory 0700, socket 0600 (0750 and 0660,
+/// group-owned, when `group` is set). A socket file left by a crashed run
+/// (nothing accepts on it) is replaced; a live one is not.
+pub fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, BindError> {
     let io = |source| BindError::Io {
         path: path.to_owned(),
         source,
+    };
+    let (dir_mode, sock_mode) = if group.is_some() {
+        (0o750, 0o660)
+    } else {
+        (0o700, 0o600)
     };
     if let Some(dir) = path.parent()
         && !dir.exists()
     {
         std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode)).map_err(io)?;
+        if group.is_some() {
+            std::os::unix::fs::chown(dir, None, group).map_err(io)?;
+        }
     }
     if path.exists() {
         match std::os::unix::net::UnixStream::connect(path) {
@@ -72,8 +102,24 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
         }
     }
     let listener = UnixListener::bind(path).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    if group.is_some() {
+        std::os::unix::fs::chown(path, None, group).map_err(io)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(sock_mode)).map_err(io)?;
     Ok(listener)
+}
+
+/// Whether process `pid` has supplementary group `gid` (SO_PEERCRED only
+/// carries the primary group).
+fn has_group(pid: i32, gid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .map(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+        })
+        .unwrap_or(false)
 }
 
 /// The effective uid of this process (the owner of `/proc/self`).
@@ -101,7 +147,11 @@ pub async fn serve(
                 };
                 let peer = stream.peer_cred().ok();
                 let uid = peer.as_ref().map(|c| c.uid());
-                if uid.is_none() || uid != me {
+                let in_group = match (shared.group, &peer) {
+                    (Some(g), Some(c)) => c.gid() == g || c.pid().is_some_and(|pid| has_group(pid, g)),
+                    _ => false,
+                };
+                if uid.is_none() || (uid != me && !in_group) {
                     tracing::warn!(peer_uid = ?uid, own_uid = ?me, "refusing a connection from another user");
                     tokio::spawn(refuse(stream));
                     continue;

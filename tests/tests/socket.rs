@@ -529,3 +529,33 @@ fn chat_keeps_a_conversation_going() {
         "{text}"
     );
 }
+
+/// `socket.group`: members of that group are served too (here `nobody`,
+/// whose primary group is `nogroup`), with a group-owned 0660 socket.
+#[test]
+fn a_member_of_the_configured_group_is_served() {
+    if !is_root() {
+        eprintln!("needs root to switch to `nobody` (CI runs as root)");
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = Daemon::start("group = \"nogroup\"\n");
+    let meta = std::fs::metadata(&d.socket).expect("stat");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), 65534, "socket owned by nogroup");
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin("seer"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .expect("setpriv");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"status\""));
+}

@@ -111,18 +111,24 @@ fn run() -> Result<()> {
         Arc::new(Conversations::new(config.assistant.max_conversations)),
     );
     let socket = config.socket.resolved_path();
+    let group = if config.socket.group.is_empty() {
+        None
+    } else {
+        Some(seer_daemon::server::resolve_group(&config.socket.group).map_err(anyhow::Error::msg)?)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = server::bind(&socket)?;
+        let listener = server::bind(&socket, group)?;
         let shared = Arc::new(Shared {
             answerer: answerer.clone(),
             state,
             max_line_bytes: config.socket.max_line_bytes,
             client_queue: config.socket.client_queue,
+            group,
             model: serde_json::json!({"path": model_path, "backend": config.model.backend}),
             started: std::time::Instant::now(),
         });
