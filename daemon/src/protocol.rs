@@ -106,10 +106,6 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AskRequest {
-    #[serde(default)]
-    v: Option<Value>,
-    #[serde(rename = "type", default)]
-    kind: Option<Value>,
     /// Client-chosen id, echoed by every event of this turn.
     pub id: String,
     /// The question.
@@ -152,36 +148,18 @@ fn bad(message: impl Into<String>, id: Option<String>) -> ParseError {
 #[serde(deny_unknown_fields)]
 struct IdOnly {
     #[serde(default)]
-    #[allow(dead_code)]
-    v: Option<Value>,
-    #[serde(rename = "type", default)]
-    #[allow(dead_code)]
-    kind: Option<Value>,
-    #[serde(default)]
     id: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CancelBody {
-    #[serde(default)]
-    #[allow(dead_code)]
-    v: Option<Value>,
-    #[serde(rename = "type", default)]
-    #[allow(dead_code)]
-    kind: Option<Value>,
     id: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SubscribeBody {
-    #[serde(default)]
-    #[allow(dead_code)]
-    v: Option<Value>,
-    #[serde(rename = "type", default)]
-    #[allow(dead_code)]
-    kind: Option<Value>,
     #[serde(default)]
     id: Option<String>,
     events: Vec<String>,
@@ -221,10 +199,14 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
         }
     };
     let field_err = |e: serde_json::Error| bad(format!("{kind}: {e}"), id.clone());
+    // The typed bodies below see only the request's own fields.
+    let mut body = obj.clone();
+    body.remove("v");
+    body.remove("type");
+    let body = Value::Object(body);
     Ok(match kind.as_str() {
         "ask" => {
-            let a: AskRequest = serde_json::from_value(value.clone()).map_err(field_err)?;
-            let _ = (&a.v, &a.kind);
+            let a: AskRequest = serde_json::from_value(body.clone()).map_err(field_err)?;
             if a.text.trim().is_empty() {
                 return Err(bad("ask: `text` is empty", Some(a.id)));
             }
@@ -234,11 +216,11 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             Request::Ask(a)
         }
         "cancel" => {
-            let c: CancelBody = serde_json::from_value(value.clone()).map_err(field_err)?;
+            let c: CancelBody = serde_json::from_value(body.clone()).map_err(field_err)?;
             Request::Cancel { id: c.id }
         }
         "subscribe" => {
-            let s: SubscribeBody = serde_json::from_value(value.clone()).map_err(field_err)?;
+            let s: SubscribeBody = serde_json::from_value(body.clone()).map_err(field_err)?;
             if let Some(unknown) = s
                 .events
                 .iter()
@@ -258,7 +240,7 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             }
         }
         "stop" | "status" | "describe" => {
-            let b: IdOnly = serde_json::from_value(value.clone()).map_err(field_err)?;
+            let b: IdOnly = serde_json::from_value(body.clone()).map_err(field_err)?;
             match kind.as_str() {
                 "stop" => Request::Stop { id: b.id },
                 "status" => Request::Status { id: b.id },

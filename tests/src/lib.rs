@@ -22,6 +22,27 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A `seerd --config CONFIG` command, not started; `SEER_SOCKET` is cleared
+/// so the config's socket path is the one used.
+pub fn seerd(config: &Path) -> Command {
+    let mut c = Command::new(bin("seerd"));
+    c.arg("--config").arg(config).env_remove("SEER_SOCKET");
+    c
+}
+
+/// Waits until something accepts connections on `socket`.
+pub fn wait_for_socket(socket: &Path) {
+    let t0 = Instant::now();
+    while UnixStream::connect(socket).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "nothing listens on {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The real test model, which `scripts/fetch-test-models.sh` fetches.
 pub fn model() -> PathBuf {
     let dir = std::env::var_os("SEER_TEST_MODELS")
@@ -71,11 +92,8 @@ impl Daemon {
             ),
         )
         .expect("write config");
-        let child = Command::new(bin("seerd"))
-            .arg("--config")
-            .arg(&config)
+        let child = seerd(&config)
             .envs(env.iter().copied())
-            .env_remove("SEER_SOCKET")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

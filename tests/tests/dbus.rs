@@ -1,7 +1,7 @@
 //! The D-Bus front end on a private session bus, driven by `busctl` and
 //! `gdbus` — clients nobody here wrote — against the real seerd and model.
 
-use seer_tests::{Daemon, bin};
+use seer_tests::{Daemon, seerd};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -305,11 +305,8 @@ fn a_second_daemon_on_the_bus_names_the_owner_and_exits() {
         ),
     )
     .expect("config");
-    let out = Command::new(bin("seerd"))
-        .arg("--config")
-        .arg(&config)
+    let out = seerd(&config)
         .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-        .env_remove("SEER_SOCKET")
         .output()
         .expect("seerd");
     assert!(!out.status.success());

@@ -1,7 +1,7 @@
 //! The real `seerd` with the real SmolLM2 model, driven over its Unix socket
 //! and through the `seer` CLI.
 
-use seer_tests::{Client, Daemon, bin};
+use seer_tests::{Client, Daemon, bin, seerd, wait_for_socket};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -229,11 +229,7 @@ fn sigterm_during_an_answer_cancels_it_and_removes_the_socket() {
 fn a_second_daemon_on_the_same_socket_refuses_to_start() {
     let d = Daemon::start("");
     let config = d.dir.path().join("config.toml");
-    let out = Command::new(bin("seerd"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = seerd(&config).output().expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -252,11 +248,7 @@ fn config_errors_name_the_key_or_file() {
     let run = |toml: &str| {
         let p = dir.path().join("c.toml");
         std::fs::write(&p, toml).expect("write");
-        let out = Command::new(bin("seerd"))
-            .arg("--config")
-            .arg(&p)
-            .output()
-            .expect("run");
+        let out = seerd(&p).output().expect("run");
         assert!(!out.status.success(), "{toml:?} was accepted");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -272,12 +264,7 @@ fn config_errors_name_the_key_or_file() {
     // --print-config works on an empty file.
     let p = dir.path().join("empty.toml");
     std::fs::write(&p, "").expect("write");
-    let out = Command::new(bin("seerd"))
-        .arg("--config")
-        .arg(&p)
-        .arg("--print-config")
-        .output()
-        .expect("run");
+    let out = seerd(&p).arg("--print-config").output().expect("run");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("max_line_bytes"));
 }
@@ -397,11 +384,8 @@ fn readiness_is_notified_and_a_stale_socket_is_replaced() {
         ),
     )
     .expect("config");
-    let mut child = Command::new(bin("seerd"))
-        .arg("--config")
-        .arg(&config)
+    let mut child = seerd(&config)
         .env("NOTIFY_SOCKET", &notify_path)
-        .env_remove("SEER_SOCKET")
         .spawn()
         .expect("seerd");
     let mut buf = [0u8; 64];
@@ -434,17 +418,8 @@ fn lazy_loading_reports_a_missing_model_to_the_asker() {
         format!("[model]\npath = \"/nonexistent/m.gguf\"\nload = \"lazy\"\n[socket]\npath = {socket:?}\n[dbus]\nbus = \"off\"\n"),
     )
     .expect("config");
-    let mut child = Command::new(bin("seerd"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("SEER_SOCKET")
-        .spawn()
-        .expect("seerd");
-    let t0 = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "no socket");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = seerd(&config).spawn().expect("seerd");
+    wait_for_socket(&socket);
     let mut c = Client::connect(&socket);
     c.send(ask("a", "hello"));
     let events = c.recv_until(&["answer.end", "error", "cancelled"]);
