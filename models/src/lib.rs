@@ -10,12 +10,15 @@
 //! - [`generate`] turns a model and tokenizer into a streaming, cancellable
 //!   generator with sampling and timings.
 //! - [`device`] chooses the compute backend at run time.
+//! - [`store`] is the model catalogue, the models directory and the Hub
+//!   downloader.
 
 pub mod device;
 pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod store;
 pub mod tokenizer;
 
 pub use error::{ModelError, Result};
