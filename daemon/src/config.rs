@@ -1,5 +1,6 @@
 //! `seerd`'s configuration: TOML, every key defaulted, unknown keys refused.
 
+use seer_models::store::{Catalog, ModelStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -55,7 +56,10 @@ pub enum DbusBus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// GGUF file of the language model.
+    /// The language model by catalogue name (`seer models list`), found in
+    /// the models directory.
+    pub name: String,
+    /// A GGUF file or model directory to use instead of `name`.
     pub path: PathBuf,
     /// `auto`, `cpu` or `wgpu`.
     pub backend: String,
@@ -65,6 +69,12 @@ pub struct ModelConfig {
     pub context_length: usize,
     /// `start` (load before serving) or `lazy` (on the first question).
     pub load: LoadWhen,
+    /// Where models are stored; empty = `$SEER_MODELS_DIR`, else
+    /// `$XDG_CACHE_HOME/seer/models` (`~/.cache/seer/models`).
+    pub models_dir: PathBuf,
+    /// An extra catalogue file; empty = `$SEER_CATALOG`, else
+    /// `$XDG_CONFIG_HOME/seer/catalog.toml` if it exists.
+    pub catalog: PathBuf,
 }
 
 /// When the model is loaded.
@@ -77,25 +87,56 @@ pub enum LoadWhen {
     Lazy,
 }
 
+/// The language model the daemon uses when the config names none.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            path: default_model_path(),
+            name: DEFAULT_MODEL.into(),
+            path: PathBuf::new(),
             backend: "auto".into(),
             threads: 0,
             context_length: 2048,
             load: LoadWhen::Start,
+            models_dir: PathBuf::new(),
+            catalog: PathBuf::new(),
         }
     }
 }
 
-/// Where the default model lives: the test-model cache that
-/// `scripts/fetch-test-models.sh` fills, until the model catalogue lands.
-pub fn default_model_path() -> PathBuf {
-    let dir = std::env::var_os("SEER_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
-    dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")
+impl ModelConfig {
+    /// The models directory after defaults and `SEER_MODELS_DIR`.
+    pub fn store(&self) -> ModelStore {
+        if !self.models_dir.as_os_str().is_empty() {
+            return ModelStore::new(&self.models_dir);
+        }
+        match std::env::var_os("SEER_MODELS_DIR").filter(|d| !d.is_empty()) {
+            Some(d) => ModelStore::new(d),
+            None => ModelStore::new(ModelStore::default_dir()),
+        }
+    }
+
+    /// The built-in catalogue plus the configured or user catalogue file.
+    pub fn catalog(&self) -> Result<Catalog, StoreError> {
+        let extra = if !self.catalog.as_os_str().is_empty() {
+            Some(self.catalog.clone())
+        } else if let Some(p) = std::env::var_os("SEER_CATALOG").filter(|p| !p.is_empty()) {
+            Some(PathBuf::from(p))
+        } else {
+            Catalog::user_file()
+        };
+        Catalog::load(extra.as_deref())
+    }
+
+    /// The file or directory to load: `path` if set, else the installed
+    /// model `name`.
+    pub fn resolve(&self) -> Result<PathBuf, StoreError> {
+        if !self.path.as_os_str().is_empty() {
+            return Ok(self.path.clone());
+        }
+        self.store().resolve(&self.name)
+    }
 }
 
 /// `[assistant]`
@@ -210,15 +251,15 @@ pub enum ConfigError {
         /// The parser's message (names the key and line).
         message: String,
     },
-    /// The model file named by `model.path` does not exist.
-    #[error(
-        "config {path}: model.path = {model:?} does not exist; fetch the default model with scripts/fetch-test-models.sh or set model.path"
-    )]
+    /// The configured model is missing: a `model.path` that does not exist,
+    /// or a `model.name` that is not installed (the message names the
+    /// `seer models pull` command).
+    #[error("config {path}: {reason}")]
     ModelMissing {
         /// The config file (or "(defaults)").
         path: PathBuf,
-        /// The missing model.
-        model: PathBuf,
+        /// What is missing and how to get it.
+        reason: String,
     },
 }
 
@@ -268,15 +309,36 @@ impl Config {
         })
     }
 
-    /// Start-up checks beyond the types: the model file must exist.
+    /// Start-up checks beyond the types: a model loaded at start must be
+    /// there; a `model.name` must at least be in the catalogue.
     pub fn validate(&self, path: Option<&Path>) -> Result<(), ConfigError> {
-        if self.model.load == LoadWhen::Start && !self.model.path.is_file() {
-            return Err(ConfigError::ModelMissing {
-                path: path
-                    .map(Path::to_owned)
-                    .unwrap_or_else(|| "(defaults)".into()),
-                model: self.model.path.clone(),
-            });
+        let missing = |reason: String| ConfigError::ModelMissing {
+            path: path
+                .map(Path::to_owned)
+                .unwrap_or_else(|| "(defaults)".into()),
+            reason,
+        };
+        let m = &self.model;
+        if !m.path.as_os_str().is_empty() {
+            if m.load == LoadWhen::Start && !m.path.exists() {
+                return Err(missing(format!("model.path = {:?} does not exist", m.path)));
+            }
+            return Ok(());
+        }
+        let catalog = m.catalog().map_err(|e| missing(e.to_string()))?;
+        let store = m.store();
+        let installed = matches!(store.manifest(&m.name), Ok(Some(_)));
+        if !installed && catalog.get(&m.name).is_none() {
+            return Err(missing(format!(
+                "model.name = {:?} is neither installed in {} nor in the catalogue (`seer models list`)",
+                m.name,
+                store.dir().display()
+            )));
+        }
+        if m.load == LoadWhen::Start {
+            store
+                .resolve(&m.name)
+                .map_err(|e| missing(format!("model.name = {:?}: {e}", m.name)))?;
         }
         Ok(())
     }

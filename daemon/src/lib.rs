@@ -7,6 +7,8 @@
 //!   uid check), one task per connection with a bounded event queue.
 //! - [`dbus`]: the `org.seer.Assistant1` D-Bus service (zbus), sharing the
 //!   answer stage and state bus with the socket.
+//! - [`models`]: the model catalogue and downloads for `seer models` and the
+//!   socket's `models.list` / `models.pull`.
 //! - [`systemd`]: readiness notification.
 //!
 //! The binaries are thin: `seerd` wires config → engine → answer stage →
@@ -14,6 +16,7 @@
 
 pub mod config;
 pub mod dbus;
+pub mod models;
 pub mod protocol;
 pub mod server;
 pub mod systemd;

@@ -25,6 +25,12 @@ pub enum Code {
     Unsupported,
     /// The peer is not allowed to use this socket.
     PermissionDenied,
+    /// A model download failed (HTTP error, network); pulling again resumes.
+    DownloadFailed,
+    /// Downloaded bytes did not match the published sha256.
+    ChecksumMismatch,
+    /// Not enough disk space for a download.
+    NoSpace,
     /// A bug or unexpected failure.
     Internal,
 }
@@ -40,6 +46,9 @@ impl Code {
             Code::TooLarge => "too_large",
             Code::Unsupported => "unsupported",
             Code::PermissionDenied => "permission_denied",
+            Code::DownloadFailed => "download_failed",
+            Code::ChecksumMismatch => "checksum_mismatch",
+            Code::NoSpace => "no_space",
             Code::Internal => "internal",
         }
     }
@@ -47,16 +56,19 @@ impl Code {
 
 /// Request types that belong to subsystems not built yet; they are answered
 /// with `unsupported` and listed as such in `describe`.
-pub const UNSUPPORTED: &[&str] = &[
-    "listen.start",
-    "listen.stop",
-    "models.list",
-    "models.pull",
-    "set",
-];
+pub const UNSUPPORTED: &[&str] = &["listen.start", "listen.stop", "set"];
 
 /// Request types served.
-pub const SUPPORTED: &[&str] = &["ask", "cancel", "stop", "subscribe", "status", "describe"];
+pub const SUPPORTED: &[&str] = &[
+    "ask",
+    "cancel",
+    "stop",
+    "subscribe",
+    "status",
+    "describe",
+    "models.list",
+    "models.pull",
+];
 
 /// Event names a client may subscribe to.
 pub const SUBSCRIBABLE: &[&str] = &["state"];
@@ -92,6 +104,18 @@ pub enum Request {
     Describe {
         /// Echoed.
         id: Option<String>,
+    },
+    /// `models.list`: the catalogue and what is installed.
+    ModelsList {
+        /// Echoed.
+        id: Option<String>,
+    },
+    /// `models.pull {name}`: download a catalogue model.
+    ModelsPull {
+        /// Echoed by every event of the pull; `cancel` takes it.
+        id: String,
+        /// The catalogue name.
+        name: String,
     },
     /// A known request type whose subsystem has not landed.
     Unsupported {
@@ -155,6 +179,13 @@ struct IdOnly {
 #[serde(deny_unknown_fields)]
 struct CancelBody {
     id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullBody {
+    id: String,
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -239,12 +270,26 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
                 events: s.events,
             }
         }
-        "stop" | "status" | "describe" => {
+        "stop" | "status" | "describe" | "models.list" => {
             let b: IdOnly = serde_json::from_value(body.clone()).map_err(field_err)?;
             match kind.as_str() {
                 "stop" => Request::Stop { id: b.id },
                 "status" => Request::Status { id: b.id },
+                "models.list" => Request::ModelsList { id: b.id },
                 _ => Request::Describe { id: b.id },
+            }
+        }
+        "models.pull" => {
+            let b: PullBody = serde_json::from_value(body.clone()).map_err(field_err)?;
+            if b.id.is_empty() || b.name.is_empty() {
+                return Err(bad(
+                    "models.pull: `id` and `name` must not be empty",
+                    Some(b.id),
+                ));
+            }
+            Request::ModelsPull {
+                id: b.id,
+                name: b.name,
             }
         }
         k if UNSUPPORTED.contains(&k) => Request::Unsupported { id, kind },
@@ -299,9 +344,21 @@ mod tests {
             Request::Cancel { id: "a".into() }
         );
         assert!(matches!(
-            parse(br#"{"v":1,"type":"models.pull","id":"m"}"#),
+            parse(br#"{"v":1,"type":"listen.start","id":"m"}"#),
             Ok(Request::Unsupported { .. })
         ));
+        assert_eq!(
+            parse(br#"{"v":1,"type":"models.pull","id":"m","name":"x"}"#).expect("pull"),
+            Request::ModelsPull {
+                id: "m".into(),
+                name: "x".into()
+            }
+        );
+        assert!(
+            err(r#"{"v":1,"type":"models.pull","id":"m"}"#)
+                .message
+                .contains("name")
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Shared {
     pub model: serde_json::Value,
     /// Start time, for `status`.
     pub started: Instant,
+    /// The catalogue, the models directory and downloads.
+    pub models: Arc<crate::models::Models>,
 }
 
 /// Why the socket could not be opened.
@@ -504,10 +506,84 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 "requests": protocol::SUPPORTED,
                 "unsupported": protocol::UNSUPPORTED,
                 "subscribable": protocol::SUBSCRIBABLE,
-                "capabilities": {"text": true, "voice": false, "vision": false, "models": false},
+                "capabilities": {"text": true, "voice": false, "vision": false, "models": true},
                 "models": {"language": shared.model},
             }),
         )),
+        Request::ModelsList { id } => {
+            let client = client.clone();
+            let models = shared.models.clone();
+            tokio::spawn(async move {
+                // Listing reads manifests and sizes directories: off the executor.
+                let rows = tokio::task::spawn_blocking(move || {
+                    crate::models::list(&models.catalog, &models.store)
+                        .map(|rows| (rows, models.store.dir().to_owned()))
+                })
+                .await;
+                let line = match rows {
+                    Ok(Ok((rows, dir))) => protocol::event(
+                        "models.list",
+                        id.as_deref(),
+                        json!({"models": rows, "dir": dir}),
+                    ),
+                    Ok(Err(e)) => protocol::error_event(
+                        crate::models::code_of(&e),
+                        &e.to_string(),
+                        id.as_deref(),
+                    ),
+                    Err(e) => protocol::error_event(Code::Internal, &e.to_string(), id.as_deref()),
+                };
+                client.send(line);
+            });
+        }
+        Request::ModelsPull { id, name } => {
+            if turns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&id)
+            {
+                client.send(protocol::error_event(
+                    Code::BadRequest,
+                    &format!("id `{id}` is already in use by a running request on this connection"),
+                    Some(&id),
+                ));
+                return;
+            }
+            let cancel = CancelToken::new();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            if let Err((code, message)) = shared.models.pull(&name, cancel.clone(), tx) {
+                client.send(protocol::error_event(code, &message, Some(&id)));
+                return;
+            }
+            turns.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                id.clone(),
+                TurnEntry {
+                    cancel: cancel.clone(),
+                    cancel_now: Arc::new(Notify::new()),
+                },
+            );
+            let client = client.clone();
+            let turns = turns.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    match msg {
+                        crate::models::PullMsg::Progress(v) => {
+                            client.send(protocol::event("models.progress", Some(&id), v))
+                        }
+                        crate::models::PullMsg::Done(Ok(v)) => {
+                            client.send(protocol::event("models.pulled", Some(&id), v))
+                        }
+                        crate::models::PullMsg::Done(Err(_)) if cancel.is_cancelled() => {
+                            client.send(protocol::event("cancelled", Some(&id), json!({})))
+                        }
+                        crate::models::PullMsg::Done(Err((code, message))) => {
+                            client.send(protocol::error_event(code, &message, Some(&id)))
+                        }
+                    }
+                }
+                turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
         Request::Unsupported { id, kind } => client.send(protocol::error_event(
             Code::Unsupported,
             &format!(

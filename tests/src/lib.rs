@@ -1,6 +1,8 @@
 //! Helpers for Seer's end-to-end tests: start the real `seerd` binary on a
 //! private socket and speak the protocol to it over a real Unix socket.
 
+pub mod hub;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -77,14 +79,19 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra environment variables for `seerd`.
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with_model(&format!("path = {:?}", model()), extra, env)
+    }
+
+    /// As [`Daemon::start_with_env`], with `model` as the `[model]` lines
+    /// that choose the model (`path = …`, or `name = …` and `models_dir = …`).
+    pub fn start_with_model(model: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run/seer.sock");
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
             format!(
-                "[model]\npath = {:?}\nbackend = \"cpu\"\nthreads = 1\ncontext_length = 1024\n\n[socket]\npath = {:?}\n{extra}\n{}",
-                model(),
+                "[model]\n{model}\nbackend = \"cpu\"\nthreads = 1\ncontext_length = 1024\n\n[socket]\npath = {:?}\n{extra}\n{}",
                 socket,
                 // Without a private bus given, stay off the bus so parallel
                 // daemons never compete for the name.

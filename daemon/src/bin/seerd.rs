@@ -87,17 +87,29 @@ fn run() -> Result<()> {
         context_length: config.model.context_length,
         weights: None,
     };
-    let model_path = config.model.path.clone();
+    let catalog = config.model.catalog()?;
+    let store = config.model.store();
+    // What `status` and `describe` name: the path, or the catalogue name
+    // until a lazy model is installed.
+    let model_path = config
+        .model
+        .resolve()
+        .unwrap_or_else(|_| std::path::PathBuf::from(&config.model.name));
     let engine = match config.model.load {
         LoadWhen::Start => EngineSource::Loaded(Box::new(
             Engine::load(&model_path, &opts)
                 .with_context(|| format!("loading model {}", model_path.display()))?,
         )),
         LoadWhen::Lazy => {
-            let p = model_path.clone();
-            EngineSource::Lazy(Box::new(move || Engine::load(&p, &opts)))
+            // Resolved on every attempt, so a model pulled after start-up
+            // (`models.pull`) is found by the next question.
+            let m = config.model.clone();
+            EngineSource::Lazy(Box::new(move || Engine::load(&m.resolve()?, &opts)))
         }
     };
+    let hub = seer_models::store::Hub::from_env();
+    tracing::info!(dir = %store.dir().display(), endpoint = hub.endpoint(), "models");
+    let models = Arc::new(seer_daemon::models::Models::new(catalog, store, hub));
     let state = StateBus::new();
     let answerer = Answerer::spawn(
         engine,
@@ -131,6 +143,7 @@ fn run() -> Result<()> {
             group,
             model: serde_json::json!({"path": model_path, "backend": config.model.backend}),
             started: std::time::Instant::now(),
+            models,
         });
         let _dbus = match config.dbus.bus {
             DbusBus::Off => None,

@@ -765,15 +765,9 @@ impl Transfer {
 
     fn write_error(&self, e: std::io::Error) -> StoreError {
         if is_no_space(&e) {
-            StoreError::NoSpace {
-                dir: self.path.parent().map(Path::to_owned).unwrap_or_default(),
-                what: format!(
-                    "{} (disk full after {} bytes)",
-                    self.path.display(),
-                    self.len
-                ),
-                needed: 0,
-                available: 0,
+            StoreError::DiskFull {
+                path: self.path.clone(),
+                written: self.len,
             }
         } else {
             StoreError::io(&self.path)(e)
@@ -803,11 +797,9 @@ impl Job {
         let created_dir = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(|e| {
             if is_no_space(&e) {
-                StoreError::NoSpace {
-                    dir: store.dir().to_owned(),
-                    what: format!("model {name}"),
-                    needed: 0,
-                    available: 0,
+                StoreError::DiskFull {
+                    path: dir.clone(),
+                    written: 0,
                 }
             } else {
                 StoreError::io(&dir)(e)
@@ -847,10 +839,22 @@ impl Job {
                 let _ = std::fs::remove_file(p);
             }
         }
+        // An empty partial file (the connection failed before any byte)
+        // is not worth keeping.
+        if let Some(p) = &self.partial
+            && std::fs::metadata(p).is_ok_and(|m| m.len() == 0)
+        {
+            let _ = std::fs::remove_file(p);
+        }
         let _ = std::fs::remove_file(self.dir.join(LOCK));
         drop(self.lock.take());
-        if !keep && self.created_dir {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        if self.created_dir {
+            if keep {
+                // Only if nothing is in it.
+                let _ = std::fs::remove_dir(&self.dir);
+            } else {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
         }
     }
 }
@@ -1013,11 +1017,9 @@ pub fn install_from(
             job.partial = Some(partial.clone());
             std::fs::copy(&src, &partial).map_err(|e| {
                 if is_no_space(&e) {
-                    StoreError::NoSpace {
-                        dir: job.dir.clone(),
-                        what: format!("{} (disk full while copying)", dst.display()),
-                        needed: 0,
-                        available: 0,
+                    StoreError::DiskFull {
+                        path: partial.clone(),
+                        written: std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0),
                     }
                 } else {
                     StoreError::io(&src)(e)

@@ -127,6 +127,17 @@ pub enum StoreError {
         /// Bytes free.
         available: u64,
     },
+    /// The disk filled up while writing. The partial file has been deleted.
+    #[error(
+        "disk full while writing {path} ({} written); the partial download was deleted; free some space, then pull again",
+        human_bytes(*written)
+    )]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+        /// Bytes in it when the write failed.
+        written: u64,
+    },
     /// A file on disk is not what was installed.
     #[error("{path}: {reason}; run `seer models pull {name}` to repair it")]
     Corrupt {

@@ -3,6 +3,8 @@
 //! Exit codes: 0 ok, 1 an error reported by the daemon (or a cancelled
 //! answer), 2 the daemon is not running.
 
+mod models;
+
 use anyhow::{Context, Result, anyhow};
 use clap::{CommandFactory, Parser, Subcommand};
 use seer_daemon::config::SocketConfig;
@@ -43,6 +45,23 @@ enum Cmd {
     Status,
     /// An interactive conversation (one question per line).
     Chat,
+    /// The model catalogue and the models directory (works without the daemon).
+    Models {
+        /// Config file for `[model] models_dir` / `catalog` (default: $SEER_CONFIG,
+        /// else $XDG_CONFIG_HOME/seer/config.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The models directory (default: config, else $SEER_MODELS_DIR, else
+        /// $XDG_CACHE_HOME/seer/models).
+        #[arg(long, env = "SEER_MODELS_DIR")]
+        models_dir: Option<PathBuf>,
+        /// An extra catalogue file (default: config, else $SEER_CATALOG, else
+        /// $XDG_CONFIG_HOME/seer/catalog.toml).
+        #[arg(long, env = "SEER_CATALOG")]
+        catalog: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: models::ModelsCmd,
+    },
     /// Shell completions for bash, zsh, fish, ...
     Completions {
         /// The shell.
@@ -142,6 +161,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             clap_complete::generate(shell, &mut Cli::command(), "seer", &mut std::io::stdout());
             Ok(())
         }
+        Cmd::Models {
+            config,
+            models_dir,
+            catalog,
+            cmd,
+        } => models::run(
+            cmd,
+            models::Place {
+                config,
+                models_dir,
+                catalog,
+            },
+        )
+        .map_err(Failure::Other),
         Cmd::Status => {
             let mut c = Conn::open(&socket)?;
             c.send(json!({"v": 1, "type": "status", "id": "status"}))?;
