@@ -40,6 +40,10 @@ struct File {
 struct State {
     /// "owner/name/rev/path" → file.
     files: HashMap<String, File>,
+    /// Gated repositories and the token they accept.
+    gated: HashMap<String, String>,
+    /// The CDN's origin.
+    cdn: String,
     log: Vec<String>,
 }
 
@@ -61,17 +65,25 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 impl FakeHub {
     /// Starts serving on an ephemeral port.
+    /// The Hub and its "CDN" listen on two ports (two origins, as on the
+    /// real Hub, whose large files are served from another host).
     pub fn start() -> FakeHub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake hub");
-        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let state = Arc::new(Mutex::new(State::default()));
-        let st = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let st = st.clone();
-                std::thread::spawn(move || serve(conn, &st));
-            }
-        });
+        let listen = || {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake hub");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let st = state.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    let st = st.clone();
+                    std::thread::spawn(move || serve(conn, &st));
+                }
+            });
+            url
+        };
+        let endpoint = listen();
+        let cdn = listen();
+        state.lock().unwrap_or_else(|p| p.into_inner()).cdn = cdn;
         FakeHub { endpoint, state }
     }
 
@@ -102,7 +114,13 @@ impl FakeHub {
         f.gets = 0;
     }
 
-    /// The requests so far, as "METHOD PATH range=…".
+    /// Makes `repo` answer 401 unless the request carries `Bearer token`.
+    pub fn gate(&self, repo: &str, token: &str) {
+        self.lock().gated.insert(repo.to_owned(), token.to_owned());
+    }
+
+    /// The requests so far, as "METHOD PATH auth=… range=…" (`auth` is the
+    /// Authorization header or `-`).
     pub fn log(&self) -> Vec<String> {
         self.lock().log.clone()
     }
@@ -131,6 +149,7 @@ fn serve(conn: TcpStream, st: &Mutex<State>) {
         };
         let (method, target) = (method.to_owned(), target.to_owned());
         let mut range = None;
+        let mut auth = None;
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -140,20 +159,30 @@ fn serve(conn: TcpStream, st: &Mutex<State>) {
             if h.is_empty() {
                 break;
             }
-            if let Some((k, v)) = h.split_once(':')
-                && k.eq_ignore_ascii_case("range")
-            {
-                range = Some(v.trim().to_owned());
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("range") {
+                    range = Some(v.trim().to_owned());
+                } else if k.eq_ignore_ascii_case("authorization") {
+                    auth = Some(v.trim().to_owned());
+                }
             }
         }
         st.lock()
             .unwrap_or_else(|p| p.into_inner())
             .log
             .push(format!(
-                "{method} {target} range={}",
+                "{method} {target} auth={} range={}",
+                auth.as_deref().unwrap_or("-"),
                 range.as_deref().unwrap_or("-")
             ));
-        if !respond(&mut out, st, &method, &target, range.as_deref()) {
+        if !respond(
+            &mut out,
+            st,
+            &method,
+            &target,
+            range.as_deref(),
+            auth.as_deref(),
+        ) {
             return;
         }
     }
@@ -166,6 +195,7 @@ fn respond(
     method: &str,
     target: &str,
     range: Option<&str>,
+    auth: Option<&str>,
 ) -> bool {
     let head = method == "HEAD";
     let path = target.split('?').next().unwrap_or("");
@@ -197,6 +227,22 @@ fn respond(
     if segs.len() != 5 || segs[2] != "resolve" {
         return not_found(out);
     }
+    let repo = format!("{}/{}", segs[0], segs[1]);
+    let token = st
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .gated
+        .get(&repo)
+        .cloned();
+    if let Some(token) = token
+        && auth != Some(format!("Bearer {token}").as_str())
+    {
+        let _ = write!(
+            out,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nX-Error-Code: GatedRepo\r\n\r\n"
+        );
+        return true;
+    }
     let rev = segs[3].replace("%2F", "/");
     let key = format!("{}/{}/{rev}/{}", segs[0], segs[1], segs[4]);
     let found = {
@@ -218,9 +264,10 @@ fn respond(
         return not_found(out);
     };
     if lfs {
+        let cdn = st.lock().unwrap_or_else(|p| p.into_inner()).cdn.clone();
         let _ = write!(
             out,
-            "HTTP/1.1 302 Found\r\nLocation: /cdn/{sha}?X-Amz-Signature=fake\r\nX-Repo-Commit: {COMMIT}\r\nX-Linked-Etag: \"{sha}\"\r\nX-Linked-Size: {}\r\nETag: \"{}\"\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 302 Found\r\nLocation: {cdn}/cdn/{sha}?X-Amz-Signature=fake\r\nX-Repo-Commit: {COMMIT}\r\nX-Linked-Etag: \"{sha}\"\r\nX-Linked-Size: {}\r\nETag: \"{}\"\r\nContent-Length: 0\r\n\r\n",
             bytes.len(),
             &sha[..40]
         );

@@ -241,6 +241,51 @@ fn pull_multi_file_model_verifies_and_second_pull_is_a_no_op() {
 }
 
 #[test]
+fn a_gated_model_needs_a_token_which_never_reaches_the_cdn() {
+    let w = World::new(MIB);
+    w.hub.gate(REPO, "hf_secret");
+    let o = w.seer(&["pull", "tiny-multi"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("HTTP 401") && err.contains("HF_TOKEN"),
+        "{err}"
+    );
+    assert!(w.listing().is_empty(), "{:?}", w.listing());
+
+    // From the token file `huggingface-cli login` writes.
+    let hf_home = w.dir.path().join("hf-home");
+    std::fs::create_dir_all(&hf_home).expect("hf home");
+    std::fs::write(hf_home.join("token"), "hf_secret\n").expect("token file");
+    w.hub.clear_log();
+    let o = w.seer(&["pull", "tiny-multi"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let log = w.hub.log();
+    assert!(
+        log.iter()
+            .filter(|l| l.contains("/resolve/"))
+            .all(|l| l.contains("auth=Bearer hf_secret")),
+        "{log:?}"
+    );
+    let cdn: Vec<&String> = log.iter().filter(|l| l.contains("/cdn/")).collect();
+    assert!(
+        !cdn.is_empty() && cdn.iter().all(|l| l.contains("auth=-")),
+        "{log:?}"
+    );
+
+    // HF_TOKEN wins over the file.
+    std::fs::write(hf_home.join("token"), "hf_wrong\n").expect("token file");
+    let o = w.seer(&["rm", "tiny-multi"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = w
+        .seer_cmd(&["pull", "tiny-multi"])
+        .env("HF_TOKEN", "hf_secret")
+        .output()
+        .expect("pull");
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
 fn a_dropped_connection_is_resumed_with_a_range_request() {
     let w = World::new(4 * MIB);
     let cut = 1_500_000u64;
