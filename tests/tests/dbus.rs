@@ -145,49 +145,57 @@ fn monitor_sees_state_changes_and_the_answer_signal_for_a_socket_ask() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("gdbus monitor");
-    let mut lines = BufReader::new(monitor.stdout.take().expect("stdout"));
-    // Ready when it reports a change we make: toggling Muted.
-    let seen = |lines: &mut BufReader<std::process::ChildStdout>, want: &[&str]| -> Vec<String> {
-        let mut got = Vec::new();
-        let mut line = String::new();
-        let t0 = Instant::now();
-        while !want
-            .iter()
-            .all(|w| got.iter().any(|l: &String| l.contains(w)))
-        {
-            assert!(
-                t0.elapsed() < Duration::from_secs(120),
-                "monitor saw only {got:#?}"
-            );
-            line.clear();
-            if lines.read_line(&mut line).expect("monitor output") == 0 {
+    // The monitor's lines arrive on a channel, so waiting for one can time
+    // out: a change made before gdbus subscribed is never reported.
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = monitor.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
                 break;
             }
-            got.push(line.clone());
+        }
+    });
+    // Lines until all of `want` were seen, or `patience` passed without them.
+    let seen = |want: &[&str], patience: Duration| -> Vec<String> {
+        let mut got: Vec<String> = Vec::new();
+        let t0 = Instant::now();
+        while !want.iter().all(|w| got.iter().any(|l| l.contains(w))) {
+            let left = patience.saturating_sub(t0.elapsed());
+            match lines.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(_) => break,
+            }
         }
         got
     };
+    // Ready when it reports a change we make: toggling Muted.
     let t0 = Instant::now();
     loop {
         let _ = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "true"]);
         let _ = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "false"]);
-        let got = seen(&mut lines, &["'Muted': <false>"]);
-        if !got.is_empty() {
+        let got = seen(&["'Muted': <false>"], Duration::from_secs(2));
+        if got.iter().any(|l| l.contains("'Muted': <false>")) {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20));
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "gdbus monitor never reported Muted: {got:#?}"
+        );
     }
     let mut c = d.connect();
     c.send(json!({"v": 1, "type": "ask", "id": "s", "text": "What is the capital of France?"}));
     let end = c.recv_until(&["answer.end", "error"]);
     assert_eq!(end.last().expect("event")["type"], "answer.end");
-    let got = seen(
-        &mut lines,
-        &[
-            "'State': <'thinking'>",
-            "'State': <'idle'>",
-            "org.seer.Assistant1.Answer",
-        ],
+    let want = [
+        "'State': <'thinking'>",
+        "'State': <'idle'>",
+        "org.seer.Assistant1.Answer",
+    ];
+    let got = seen(&want, Duration::from_secs(120));
+    assert!(
+        want.iter().all(|w| got.iter().any(|l| l.contains(w))),
+        "monitor saw only {got:#?}"
     );
     let answer = got
         .iter()
