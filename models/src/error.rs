@@ -23,6 +23,14 @@ pub enum ModelError {
         /// What exactly is wrong, with offsets where they help.
         reason: String,
     },
+    /// The file is not a well-formed whisper.cpp (ggml) model.
+    #[error("{path}: malformed whisper.cpp model: {reason}")]
+    Ggml {
+        /// The file that failed.
+        path: PathBuf,
+        /// What is wrong, with offsets where they help.
+        reason: String,
+    },
     /// A metadata key the model needs is missing or has the wrong type.
     #[error("{path}: metadata key `{key}`: {reason}")]
     Metadata {

@@ -10,6 +10,7 @@
 //! - [`generate`] turns a model and tokenizer into a streaming, cancellable
 //!   generator with sampling and timings.
 //! - [`device`] chooses the compute backend at run time.
+//! - [`speech`] transcribes with whisper.cpp (`whisper-rs`).
 //! - [`store`] is the model catalogue, the models directory and the Hub
 //!   downloader.
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod speech;
 pub mod store;
 pub mod tokenizer;
 
