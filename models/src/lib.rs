@@ -11,6 +11,7 @@
 //!   generator with sampling and timings.
 //! - [`device`] chooses the compute backend at run time.
 //! - [`speech`] transcribes with whisper.cpp (`whisper-rs`).
+//! - [`vad`] finds speech with Silero VAD (run by whisper.cpp).
 //! - [`store`] is the model catalogue, the models directory and the Hub
 //!   downloader.
 
@@ -22,5 +23,6 @@ pub mod llama;
 pub mod speech;
 pub mod store;
 pub mod tokenizer;
+pub mod vad;
 
 pub use error::{ModelError, Result};

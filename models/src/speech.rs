@@ -112,12 +112,17 @@ impl std::fmt::Debug for Transcriber {
 
 static LOG_HOOKS: Once = Once::new();
 
+/// Sends whisper.cpp's and ggml's log lines to `tracing` (once per process).
+pub(crate) fn install_log_hooks() {
+    LOG_HOOKS.call_once(whisper_rs::install_logging_hooks);
+}
+
 impl Transcriber {
     /// Loads a whisper.cpp ggml model (`ggml-base.bin` and friends).
     pub fn load(path: &Path) -> Result<Self> {
         let info = check_ggml(path)?;
         // whisper.cpp and ggml log through `tracing` from here on.
-        LOG_HOOKS.call_once(whisper_rs::install_logging_hooks);
+        install_log_hooks();
         let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
             .map_err(|e| ModelError::Ggml {
                 path: path.to_owned(),
