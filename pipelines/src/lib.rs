@@ -7,9 +7,12 @@
 //!   and a cancel handle that reaches the token loop.
 //! - [`conversation::Conversations`] keeps chat history per conversation id
 //!   within a token budget, oldest turns dropped first.
+//! - [`transcribe::transcribe_clip`] cuts recorded audio into speech with
+//!   Silero VAD and transcribes each piece with whisper.
 //! - [`state::StateBus`] broadcasts the assistant's [`state::State`] so every
 //!   front end (socket, D-Bus) shows the same truth.
 
 pub mod answer;
 pub mod conversation;
 pub mod state;
+pub mod transcribe;

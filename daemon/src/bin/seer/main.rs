@@ -4,6 +4,7 @@
 //! answer), 2 the daemon is not running.
 
 mod models;
+mod transcribe;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -62,6 +63,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
+    /// Transcribe a WAV file (works without the daemon).
+    #[command(args_override_self = true)]
+    Transcribe(transcribe::TranscribeArgs),
     /// Shell completions for bash, zsh, fish, ...
     Completions {
         /// The shell.
@@ -157,6 +161,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .socket
         .unwrap_or_else(|| SocketConfig::default().resolved_path());
     match cli.cmd {
+        Cmd::Transcribe(args) => transcribe::run(args).map_err(Failure::Other),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "seer", &mut std::io::stdout());
             Ok(())

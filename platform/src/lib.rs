@@ -1,0 +1,11 @@
+//! `seer-platform`: Seer's devices, turned into plain data for the
+//! pipelines (16 kHz mono `f32` frames for audio).
+//!
+//! - [`audio`]: audio in any rate, channel count and sample format, made 16
+//!   kHz mono; [`audio::WavSource`] plays a WAV file as a stream of frames,
+//!   in real time or as fast as possible, so tests and `seer transcribe`
+//!   exercise the same path as the microphone.
+//!
+//! `platform` never depends on `models` or on anything above it.
+
+pub mod audio;
