@@ -12,12 +12,16 @@ set -euo pipefail
 #   use those clients. util-linux: setpriv for the other-user socket test,
 #   unshare + mount for the download tests' small tmpfs. espeak-ng + sox: the
 #   speech tests synthesise spoken questions and resample them to 16 kHz.
+#   libasound2-dev: cpal's ALSA backend. pulseaudio + pulseaudio-utils
+#   (paplay, pactl) + libasound2-plugins (ALSA's pulse plugin): the capture
+#   tests run a private sound server whose null sink is the default source.
 PACKAGES=(
   build-essential cmake pkg-config git ca-certificates curl
   libvulkan1 mesa-vulkan-drivers vulkan-tools
   python3 python3-pip python3-venv
   dbus libglib2.0-bin systemd util-linux
   espeak-ng sox
+  libasound2-dev pulseaudio pulseaudio-utils libasound2-plugins
 )
 
 missing=()

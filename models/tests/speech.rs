@@ -3,6 +3,7 @@
 //! espeak-ng speech resampled to 16 kHz by sox.
 
 use seer_models::speech::{TranscribeOptions, Transcriber, check_ggml};
+use seer_tests::{word_errors, words};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -50,41 +51,8 @@ fn read_wav(p: &Path) -> Vec<f32> {
         .collect()
 }
 
-/// Lower case, no punctuation, single spaces.
-fn words(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '\'' {
-                c.to_ascii_lowercase()
-            } else {
-                ' '
-            }
-        })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 const FRANCE: &str = "What is the capital of France?";
 const CAMERA: &str = "Please describe what you see in front of the camera.";
-
-/// Words of `a` that differ from `b` (Levenshtein distance over words).
-fn word_errors(a: &str, b: &str) -> usize {
-    let (a, b) = (words(a), words(b));
-    let (a, b): (Vec<&str>, Vec<&str>) = (a.split(' ').collect(), b.split(' ').collect());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, wa) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, wb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(wa != wb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
 
 #[test]
 fn base_transcribes_spoken_questions_exactly() {

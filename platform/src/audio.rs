@@ -26,6 +26,9 @@ pub enum AudioError {
     /// The audio cannot be converted (zero rate or channels, …).
     #[error("audio conversion: {0}")]
     Convert(String),
+    /// An audio device cannot be listed or opened.
+    #[error("audio device: {0}")]
+    Device(String),
 }
 
 /// A whole clip, converted.

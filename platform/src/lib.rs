@@ -5,7 +5,10 @@
 //!   kHz mono; [`audio::WavSource`] plays a WAV file as a stream of frames,
 //!   in real time or as fast as possible, so tests and `seer transcribe`
 //!   exercise the same path as the microphone.
+//! - [`mic`]: the microphone (cpal), with device errors reported as events
+//!   and capture restarted when the device comes back.
 //!
 //! `platform` never depends on `models` or on anything above it.
 
 pub mod audio;
+pub mod mic;

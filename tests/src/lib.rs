@@ -2,6 +2,7 @@
 //! private socket and speak the protocol to it over a real Unix socket.
 
 pub mod hub;
+pub mod sound;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -43,6 +44,40 @@ pub fn wait_for_socket(socket: &Path) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Lower case, no punctuation, single spaces: transcripts compared as words.
+pub fn words(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                ' '
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Word-level edit distance between two transcripts.
+pub fn word_errors(a: &str, b: &str) -> usize {
+    let (a, b) = (words(a), words(b));
+    let a: Vec<&str> = a.split(' ').collect();
+    let b: Vec<&str> = b.split(' ').collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, wa) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, wb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(wa != wb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// The real test model, which `scripts/fetch-test-models.sh` fetches.

@@ -2,7 +2,7 @@
 //! sox rearranges (22.05 kHz mono as espeak writes it, and 44.1 kHz
 //! stereo), through platform's resampler, Silero VAD and whisper base.
 
-use seer_tests::bin;
+use seer_tests::{bin, words};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,21 +27,6 @@ fn run(cmd: &mut Command) {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn words(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                ' '
-            }
-        })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 const CAMERA: &str = "Please describe what you see in front of the camera.";

@@ -63,7 +63,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
-    /// Transcribe a WAV file (works without the daemon).
+    /// Audio input devices and their formats.
+    Devices,
+    /// Transcribe a WAV file or the microphone (works without the daemon).
     #[command(args_override_self = true)]
     Transcribe(transcribe::TranscribeArgs),
     /// Shell completions for bash, zsh, fish, ...
@@ -162,6 +164,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .unwrap_or_else(|| SocketConfig::default().resolved_path());
     match cli.cmd {
         Cmd::Transcribe(args) => transcribe::run(args).map_err(Failure::Other),
+        Cmd::Devices => {
+            let devices =
+                seer_platform::mic::input_devices().map_err(|e| Failure::Other(e.into()))?;
+            if devices.is_empty() {
+                println!("no audio input devices");
+            }
+            for d in devices {
+                println!("{}{}", d.name, if d.default { " (default)" } else { "" });
+                for c in d.configs {
+                    println!("    {c}");
+                }
+            }
+            Ok(())
+        }
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "seer", &mut std::io::stdout());
             Ok(())
