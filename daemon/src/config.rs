@@ -18,6 +18,39 @@ pub struct Config {
     pub log: LogConfig,
     /// The D-Bus service.
     pub dbus: DbusConfig,
+    /// Listening: microphone and speech recognition.
+    pub listen: ListenConfig,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Whisper model: a catalogue name or a ggml file.
+    pub model: String,
+    /// Silero VAD model: a catalogue name or a file.
+    pub vad: String,
+    /// Input device whose name contains this; empty = the default one.
+    pub device: String,
+    /// Spoken language (`en`, `de`, …) or `auto`.
+    pub language: String,
+    /// Whisper threads.
+    pub threads: usize,
+    /// Longest push-to-talk capture, seconds.
+    pub max_seconds: f64,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            model: "whisper-tiny.en".into(),
+            vad: "silero-vad".into(),
+            device: String::new(),
+            language: "en".into(),
+            threads: 1,
+            max_seconds: 30.0,
+        }
+    }
 }
 
 /// `[dbus]`

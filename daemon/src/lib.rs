@@ -9,6 +9,7 @@
 //!   answer stage and state bus with the socket.
 //! - [`models`]: the model catalogue and downloads for `seer models` and the
 //!   socket's `models.list` / `models.pull`.
+//! - [`listen`]: push-to-talk: microphone → VAD → whisper → the answer stage.
 //! - [`systemd`]: readiness notification.
 //!
 //! The binaries are thin: `seerd` wires config → engine → answer stage →
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod dbus;
+pub mod listen;
 pub mod models;
 pub mod protocol;
 pub mod server;

@@ -56,7 +56,7 @@ impl Code {
 
 /// Request types that belong to subsystems not built yet; they are answered
 /// with `unsupported` and listed as such in `describe`.
-pub const UNSUPPORTED: &[&str] = &["listen.start", "listen.stop", "set"];
+pub const UNSUPPORTED: &[&str] = &["set"];
 
 /// Request types served.
 pub const SUPPORTED: &[&str] = &[
@@ -68,6 +68,8 @@ pub const SUPPORTED: &[&str] = &[
     "describe",
     "models.list",
     "models.pull",
+    "listen.start",
+    "listen.stop",
 ];
 
 /// Event names a client may subscribe to.
@@ -116,6 +118,16 @@ pub enum Request {
         id: String,
         /// The catalogue name.
         name: String,
+    },
+    /// `listen.start`: push-to-talk pressed; capture from the microphone.
+    ListenStart {
+        /// Echoed by the transcript and the answer that follow.
+        id: String,
+    },
+    /// `listen.stop`: push-to-talk released; transcribe and answer.
+    ListenStop {
+        /// The `listen.start`'s id.
+        id: String,
     },
     /// A known request type whose subsystem has not landed.
     Unsupported {
@@ -250,6 +262,17 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             let c: CancelBody = serde_json::from_value(body.clone()).map_err(field_err)?;
             Request::Cancel { id: c.id }
         }
+        "listen.start" | "listen.stop" => {
+            let c: CancelBody = serde_json::from_value(body.clone()).map_err(field_err)?;
+            if c.id.is_empty() {
+                return Err(bad(format!("{kind}: `id` is empty"), None));
+            }
+            if kind == "listen.start" {
+                Request::ListenStart { id: c.id }
+            } else {
+                Request::ListenStop { id: c.id }
+            }
+        }
         "subscribe" => {
             let s: SubscribeBody = serde_json::from_value(body.clone()).map_err(field_err)?;
             if let Some(unknown) = s
@@ -344,7 +367,7 @@ mod tests {
             Request::Cancel { id: "a".into() }
         );
         assert!(matches!(
-            parse(br#"{"v":1,"type":"listen.start","id":"m"}"#),
+            parse(br#"{"v":1,"type":"set","id":"m"}"#),
             Ok(Request::Unsupported { .. })
         ));
         assert_eq!(

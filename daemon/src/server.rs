@@ -35,6 +35,8 @@ pub struct Shared {
     pub started: Instant,
     /// The catalogue, the models directory and downloads.
     pub models: Arc<crate::models::Models>,
+    /// The microphone and speech recognition (push-to-talk).
+    pub listener: Arc<crate::listen::Listener>,
 }
 
 /// Why the socket could not be opened.
@@ -303,6 +305,111 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, mut shutdown: watch
     }
 }
 
+/// Submits `ask` to the answer stage and forwards its events to `client`
+/// under `id` (a typed `ask`, or a spoken question after its transcript).
+fn start_turn(
+    shared: &Arc<Shared>,
+    client: &ClientTx,
+    turns: &Arc<Mutex<HashMap<String, TurnEntry>>>,
+    id: String,
+    ask: Ask,
+    stream: bool,
+) {
+    let mut turn = match shared.answerer.submit(ask) {
+        Ok(t) => t,
+        Err(e) => {
+            client.send(protocol::error_event(
+                code_of(&e),
+                &e.to_string(),
+                Some(&id),
+            ));
+            return;
+        }
+    };
+    let cancel_now = Arc::new(Notify::new());
+    turns.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id.clone(),
+        TurnEntry {
+            cancel: turn.cancel.clone(),
+            cancel_now: cancel_now.clone(),
+        },
+    );
+    let client = client.clone();
+    let turns = turns.clone();
+    tokio::spawn(async move {
+        let mut started = false;
+        loop {
+            let ev = tokio::select! {
+                ev = turn.events.recv() => ev,
+                _ = cancel_now.notified(), if !started => {
+                    // Still queued: say so now; the worker skips it later.
+                    client.send(protocol::event("cancelled", Some(&id), json!({})));
+                    break;
+                }
+            };
+            let Some(ev) = ev else { break };
+            started |= matches!(ev, TurnEvent::Thinking);
+            let line = match ev {
+                TurnEvent::Queued { position } => protocol::event(
+                    "state",
+                    Some(&id),
+                    json!({"state": "queued", "position": position}),
+                ),
+                TurnEvent::Thinking => {
+                    protocol::event("state", Some(&id), json!({"state": "thinking"}))
+                }
+                TurnEvent::Delta(text) if stream => {
+                    protocol::event("answer.delta", Some(&id), json!({"text": text}))
+                }
+                TurnEvent::Delta(_) => continue,
+                TurnEvent::End {
+                    text,
+                    stop_reason,
+                    timings,
+                } => protocol::event(
+                    "answer.end",
+                    Some(&id),
+                    json!({"text": text, "stop_reason": stop_reason, "timings": timings}),
+                ),
+                TurnEvent::Cancelled => protocol::event("cancelled", Some(&id), json!({})),
+                TurnEvent::Failed(e) => {
+                    protocol::error_event(code_of(&e), &e.to_string(), Some(&id))
+                }
+            };
+            client.send(line);
+        }
+        turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    });
+}
+
+/// Whether `id` names a running request on this connection (and says so).
+fn id_in_use(turns: &Mutex<HashMap<String, TurnEntry>>, client: &ClientTx, id: &str) -> bool {
+    let used = turns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(id);
+    if used {
+        client.send(protocol::error_event(
+            Code::BadRequest,
+            &format!("id `{id}` is already in use by a running request on this connection"),
+            Some(id),
+        ));
+    }
+    used
+}
+
+/// Makes a background request (a download, a capture) cancellable by
+/// `cancel {id}` and by the connection closing.
+fn register(turns: &Mutex<HashMap<String, TurnEntry>>, id: &str, cancel: &CancelToken) {
+    turns.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id.to_owned(),
+        TurnEntry {
+            cancel: cancel.clone(),
+            cancel_now: Arc::new(Notify::new()),
+        },
+    );
+}
+
 /// The protocol's code for an answer-stage failure.
 fn code_of(e: &AnswerError) -> Code {
     match e {
@@ -363,73 +470,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 conversation: a.conversation,
                 max_tokens: a.max_tokens,
             };
-            let mut turn = match shared.answerer.submit(ask) {
-                Ok(t) => t,
-                Err(e) => {
-                    client.send(protocol::error_event(
-                        code_of(&e),
-                        &e.to_string(),
-                        Some(&a.id),
-                    ));
-                    return;
-                }
-            };
-            let cancel_now = Arc::new(Notify::new());
-            turns.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                a.id.clone(),
-                TurnEntry {
-                    cancel: turn.cancel.clone(),
-                    cancel_now: cancel_now.clone(),
-                },
-            );
-            let client = client.clone();
-            let turns = turns.clone();
-            let id = a.id;
-            let stream = a.stream.unwrap_or(true);
-            tokio::spawn(async move {
-                let mut started = false;
-                loop {
-                    let ev = tokio::select! {
-                        ev = turn.events.recv() => ev,
-                        _ = cancel_now.notified(), if !started => {
-                            // Still queued: say so now; the worker skips it later.
-                            client.send(protocol::event("cancelled", Some(&id), json!({})));
-                            break;
-                        }
-                    };
-                    let Some(ev) = ev else { break };
-                    started |= matches!(ev, TurnEvent::Thinking);
-                    let line = match ev {
-                        TurnEvent::Queued { position } => protocol::event(
-                            "state",
-                            Some(&id),
-                            json!({"state": "queued", "position": position}),
-                        ),
-                        TurnEvent::Thinking => {
-                            protocol::event("state", Some(&id), json!({"state": "thinking"}))
-                        }
-                        TurnEvent::Delta(text) if stream => {
-                            protocol::event("answer.delta", Some(&id), json!({"text": text}))
-                        }
-                        TurnEvent::Delta(_) => continue,
-                        TurnEvent::End {
-                            text,
-                            stop_reason,
-                            timings,
-                        } => protocol::event(
-                            "answer.end",
-                            Some(&id),
-                            json!({"text": text, "stop_reason": stop_reason, "timings": timings}),
-                        ),
-                        TurnEvent::Cancelled => protocol::event("cancelled", Some(&id), json!({})),
-                        TurnEvent::Failed(e) => {
-                            protocol::error_event(code_of(&e), &e.to_string(), Some(&id))
-                        }
-                    };
-                    client.send(line);
-                }
-                turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            });
+            start_turn(shared, client, turns, a.id, ask, a.stream.unwrap_or(true));
         }
         Request::Cancel { id } => {
             let found = turns
@@ -537,16 +578,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
             });
         }
         Request::ModelsPull { id, name } => {
-            if turns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&id)
-            {
-                client.send(protocol::error_event(
-                    Code::BadRequest,
-                    &format!("id `{id}` is already in use by a running request on this connection"),
-                    Some(&id),
-                ));
+            if id_in_use(turns, client, &id) {
                 return;
             }
             let cancel = CancelToken::new();
@@ -555,13 +587,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 client.send(protocol::error_event(code, &message, Some(&id)));
                 return;
             }
-            turns.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                id.clone(),
-                TurnEntry {
-                    cancel: cancel.clone(),
-                    cancel_now: Arc::new(Notify::new()),
-                },
-            );
+            register(turns, &id, &cancel);
             let client = client.clone();
             let turns = turns.clone();
             tokio::spawn(async move {
@@ -583,6 +609,79 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 }
                 turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
+        }
+        Request::ListenStart { id } => {
+            if id_in_use(turns, client, &id) {
+                return;
+            }
+            let cancel = CancelToken::new();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            if let Err((code, message)) = shared.listener.start(&id, cancel.clone(), tx) {
+                client.send(protocol::error_event(code, &message, Some(&id)));
+                return;
+            }
+            // `cancel {id}` and a closed connection abort the capture.
+            register(turns, &id, &cancel);
+            let shared = shared.clone();
+            let client = client.clone();
+            let turns = turns.clone();
+            tokio::spawn(async move {
+                use crate::listen::ListenMsg;
+                while let Some(msg) = rx.recv().await {
+                    match msg {
+                        ListenMsg::Listening => client.send(protocol::event(
+                            "state",
+                            Some(&id),
+                            json!({"state": "listening"}),
+                        )),
+                        ListenMsg::Transcribing => client.send(protocol::event(
+                            "state",
+                            Some(&id),
+                            json!({"state": "transcribing"}),
+                        )),
+                        ListenMsg::Transcript(text) => {
+                            turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                            client.send(protocol::event(
+                                "transcript.final",
+                                Some(&id),
+                                json!({"text": text}),
+                            ));
+                            if text.trim().is_empty() {
+                                shared.state.set(seer_pipelines::state::State::Idle);
+                                client.send(protocol::error_event(
+                                    Code::BadRequest,
+                                    "no speech was heard",
+                                    Some(&id),
+                                ));
+                            } else {
+                                let ask = Ask {
+                                    text,
+                                    conversation: None,
+                                    max_tokens: None,
+                                };
+                                start_turn(&shared, &client, &turns, id.clone(), ask, true);
+                            }
+                            return;
+                        }
+                        ListenMsg::Aborted => {
+                            client.send(protocol::event("cancelled", Some(&id), json!({})))
+                        }
+                        ListenMsg::Failed(code, message) => {
+                            client.send(protocol::error_event(code, &message, Some(&id)))
+                        }
+                    }
+                }
+                turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
+        Request::ListenStop { id } => {
+            if !shared.listener.stop(&id) {
+                client.send(protocol::error_event(
+                    Code::BadRequest,
+                    &format!("listen.stop: nothing is listening for `{id}`"),
+                    Some(&id),
+                ));
+            }
         }
         Request::Unsupported { id, kind } => client.send(protocol::error_event(
             Code::Unsupported,

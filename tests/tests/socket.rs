@@ -82,7 +82,7 @@ fn malformed_lines_get_named_errors_and_the_connection_keeps_working() {
         cases.push((format!("[{i}]").into_bytes(), "bad_request"));
         cases.push((vec![b'x'; 5000 + i], "too_large"));
         cases.push((
-            format!("{{\"v\":1,\"type\":\"listen.start\",\"id\":\"l{i}\"}}").into_bytes(),
+            format!("{{\"v\":1,\"type\":\"set\",\"id\":\"l{i}\"}}").into_bytes(),
             "unsupported",
         ));
     }
@@ -401,7 +401,7 @@ fn readiness_is_notified_and_a_stale_socket_is_replaced() {
             .as_array()
             .expect("list")
             .iter()
-            .any(|r| r == "listen.start"),
+            .any(|r| r == "set"),
         "{ev}"
     );
     let _ = child.kill();

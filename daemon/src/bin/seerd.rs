@@ -135,6 +135,11 @@ fn run() -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = server::bind(&socket, group)?;
+        let ptt = Arc::new(seer_daemon::listen::Listener::new(
+            config.listen.clone(),
+            config.model.clone(),
+            state.clone(),
+        ));
         let shared = Arc::new(Shared {
             answerer: answerer.clone(),
             state,
@@ -144,6 +149,7 @@ fn run() -> Result<()> {
             model: serde_json::json!({"path": model_path, "backend": config.model.backend}),
             started: std::time::Instant::now(),
             models,
+            listener: ptt,
         });
         let _dbus = match config.dbus.bus {
             DbusBus::Off => None,
