@@ -8,9 +8,14 @@
 // zbus's `#[interface]` generates undocumented helpers (`state_changed`, ...).
 #![allow(missing_docs)]
 
+use crate::listen::{ListenMsg, Listener};
+use crate::protocol::Code;
+use seer_models::generate::CancelToken;
 use seer_pipelines::answer::{AnswerError, Answerer, Ask, TurnEvent};
 use seer_pipelines::state::StateBus;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{fdo, interface};
@@ -62,6 +67,8 @@ pub struct Assistant {
     answerer: Answerer,
     state: StateBus,
     models: HashMap<String, String>,
+    listener: Option<Arc<Listener>>,
+    captures: AtomicU64,
 }
 
 impl Assistant {
@@ -71,7 +78,15 @@ impl Assistant {
             answerer,
             state,
             models,
+            listener: None,
+            captures: AtomicU64::new(0),
         }
+    }
+
+    /// Serves `StartListening`/`StopListening` with `listener`.
+    pub fn with_listener(mut self, listener: Arc<Listener>) -> Self {
+        self.listener = Some(listener);
+        self
     }
 }
 
@@ -141,18 +156,59 @@ impl Assistant {
         Err(Error::Internal("the answer stage stopped".into()))
     }
 
-    /// Push-to-talk start (needs the voice subsystem).
+    /// Push-to-talk start: opens the microphone. After `StopListening`
+    /// the transcript is answered; the answer comes as the `Answer` signal.
     async fn start_listening(&self) -> Result<(), Error> {
-        Err(Error::Unsupported(
-            "listening has not landed in this build".into(),
-        ))
+        let Some(listener) = &self.listener else {
+            return Err(Error::Unsupported("listening is not configured".into()));
+        };
+        let id = format!("dbus-{}", self.captures.fetch_add(1, Ordering::SeqCst));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        listener
+            .start(&id, CancelToken::new(), tx)
+            .map_err(|(code, m)| match code {
+                Code::ModelMissing => Error::ModelMissing(m),
+                Code::DeviceUnavailable => Error::DeviceUnavailable(m),
+                Code::Busy => Error::Busy(m),
+                _ => Error::Internal(m),
+            })?;
+        let answerer = self.answerer.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    ListenMsg::Transcript(text) if !text.trim().is_empty() => {
+                        let ask = Ask {
+                            text,
+                            conversation: None,
+                            max_tokens: None,
+                        };
+                        // The answer is announced by the `Answer` signal.
+                        match answerer.submit(ask) {
+                            Ok(mut turn) => while turn.events.recv().await.is_some() {},
+                            Err(e) => tracing::warn!("D-Bus push-to-talk: {e}"),
+                        }
+                        return;
+                    }
+                    ListenMsg::Failed(_, e) => tracing::warn!("D-Bus push-to-talk: {e}"),
+                    _ => {}
+                }
+            }
+        });
+        Ok(())
     }
 
-    /// Push-to-talk stop (needs the voice subsystem).
+    /// Push-to-talk stop: closes the microphone and answers what was said.
     async fn stop_listening(&self) -> Result<(), Error> {
-        Err(Error::Unsupported(
-            "listening has not landed in this build".into(),
-        ))
+        let listener = self
+            .listener
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("listening is not configured".into()))?;
+        match listener.active() {
+            Some(id) if id.starts_with("dbus-") && listener.stop(&id) => Ok(()),
+            _ => Err(Error::BadRequest(
+                "not listening (StartListening first)".into(),
+            )),
+        }
     }
 
     /// Cancels every queued and running question.
@@ -164,9 +220,9 @@ impl Assistant {
     async fn describe(&self) -> HashMap<String, OwnedValue> {
         let caps: HashMap<&str, bool> = [
             ("text", true),
-            ("voice", false),
+            ("voice", self.listener.is_some()),
             ("vision", false),
-            ("models", false),
+            ("models", true),
         ]
         .into();
         let mut d = HashMap::new();
@@ -195,10 +251,12 @@ impl Assistant {
         self.state.set_muted(muted);
     }
 
-    /// Whether the microphone is capturing (never, until voice lands).
+    /// Whether the microphone is open (a push-to-talk capture is running).
+    /// A change is announced when Muted changes; a capture starting or
+    /// ending is not announced yet, so read it when needed.
     #[zbus(property)]
     async fn microphone_active(&self) -> bool {
-        false
+        self.listener.as_ref().is_some_and(|l| l.active().is_some())
     }
 
     /// Whether the camera is capturing (never, until vision lands).

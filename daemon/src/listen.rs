@@ -64,10 +64,15 @@ impl Listener {
         }
     }
 
+    /// A file path (anything with a `/`), else an installed catalogue model.
     fn resolve(&self, what: &str) -> Result<PathBuf, String> {
         let p = Path::new(what);
-        if p.exists() {
-            return Ok(p.to_owned());
+        if what.contains('/') {
+            return if p.exists() {
+                Ok(p.to_owned())
+            } else {
+                Err(format!("{what} does not exist"))
+            };
         }
         self.model.store().resolve(what).map_err(|e| e.to_string())
     }
@@ -86,6 +91,24 @@ impl Listener {
                 "muted: the microphone is off until unmuted".into(),
             ));
         }
+        // Said at once (a D-Bus caller gets it as the method's error); the
+        // models themselves load on the capture thread, once.
+        let loaded = self
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        let paths = if loaded {
+            None
+        } else {
+            let m = self
+                .resolve(&self.cfg.model)
+                .map_err(|e| (Code::ModelMissing, e))?;
+            let v = self
+                .resolve(&self.cfg.vad)
+                .map_err(|e| (Code::ModelMissing, e))?;
+            Some((m, v))
+        };
         let stop = Arc::new(AtomicBool::new(false));
         {
             let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,7 +124,7 @@ impl Listener {
         let spawned = std::thread::Builder::new()
             .name("listen".into())
             .spawn(move || {
-                let msg = this.capture(&stop, &cancel, &tx);
+                let msg = this.capture(paths, &stop, &cancel, &tx);
                 *this.active.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 if !matches!(msg, ListenMsg::Transcript(_)) {
                     this.state.set(State::Idle);
@@ -113,6 +136,15 @@ impl Listener {
             return Err((Code::Internal, format!("starting the listen thread: {e}")));
         }
         Ok(())
+    }
+
+    /// The id of the capture running now, if any.
+    pub fn active(&self) -> Option<String> {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(id, _)| id.clone())
     }
 
     /// Ends the capture for `id`; false if there is none.
@@ -133,6 +165,7 @@ impl Listener {
 
     fn capture(
         &self,
+        paths: Option<(PathBuf, PathBuf)>,
         stop: &AtomicBool,
         cancel: &CancelToken,
         tx: &tokio::sync::mpsc::Sender<ListenMsg>,
@@ -140,14 +173,10 @@ impl Listener {
         // Models first (once per daemon), so a missing one is said at once.
         {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            if models.is_none() {
-                let loaded = self
-                    .resolve(&self.cfg.model)
-                    .and_then(|m| Transcriber::load(&m).map_err(|e| e.to_string()))
-                    .and_then(|t| {
-                        let v = self.resolve(&self.cfg.vad)?;
-                        Ok((t, Vad::load(&v).map_err(|e| e.to_string())?))
-                    });
+            if let (None, Some((m, v))) = (models.as_ref(), paths) {
+                let loaded = Transcriber::load(&m)
+                    .and_then(|t| Ok((t, Vad::load(&v)?)))
+                    .map_err(|e| e.to_string());
                 match loaded {
                     Ok(m) => *models = Some(m),
                     Err(e) => return ListenMsg::Failed(Code::ModelMissing, e),

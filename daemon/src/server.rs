@@ -547,7 +547,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 "requests": protocol::SUPPORTED,
                 "unsupported": protocol::UNSUPPORTED,
                 "subscribable": protocol::SUBSCRIBABLE,
-                "capabilities": {"text": true, "voice": false, "vision": false, "models": true},
+                "capabilities": {"text": true, "voice": true, "vision": false, "models": true},
                 "models": {"language": shared.model},
             }),
         )),

@@ -50,7 +50,14 @@ impl Bus {
 
     /// Starts seerd on this bus and waits until it owns the name.
     fn seerd(&self, extra: &str) -> Daemon {
-        let d = Daemon::start_with_env(extra, &[("DBUS_SESSION_BUS_ADDRESS", &self.address)]);
+        self.seerd_env(extra, &[])
+    }
+
+    /// As `seerd`, with more environment (e.g. `PULSE_SERVER`).
+    fn seerd_env(&self, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut all = vec![("DBUS_SESSION_BUS_ADDRESS", self.address.as_str())];
+        all.extend_from_slice(env);
+        let d = Daemon::start_with_env(extra, &all);
         let t0 = Instant::now();
         loop {
             let out = self.busctl(&["status", DEST]);
@@ -80,6 +87,70 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// `gdbus monitor` on the service, its lines read through a channel so a
+/// wait can time out (a change made before gdbus subscribed is never
+/// reported). Killed on drop.
+struct Monitor {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    /// Starts it and waits until it reports a change we make (Muted toggled).
+    fn start(bus: &Bus) -> Monitor {
+        let mut child = Command::new("gdbus")
+            .args(["monitor", "--session", "--dest", DEST])
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("gdbus monitor");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let m = Monitor { child, lines };
+        let t0 = Instant::now();
+        loop {
+            let _ = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "true"]);
+            let _ = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "false"]);
+            let got = m.seen(&["'Muted': <false>"], Duration::from_secs(2));
+            if got.iter().any(|l| l.contains("'Muted': <false>")) {
+                return m;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "gdbus monitor never reported Muted: {got:#?}"
+            );
+        }
+    }
+
+    /// Lines until all of `want` were seen, or `patience` passed without them.
+    fn seen(&self, want: &[&str], patience: Duration) -> Vec<String> {
+        let mut got: Vec<String> = Vec::new();
+        let t0 = Instant::now();
+        while !want.iter().all(|w| got.iter().any(|l| l.contains(w))) {
+            let left = patience.saturating_sub(t0.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -139,50 +210,8 @@ fn without_a_bus_the_socket_is_still_served() {
 fn monitor_sees_state_changes_and_the_answer_signal_for_a_socket_ask() {
     let bus = Bus::start();
     let d = bus.seerd("");
-    let mut monitor = Command::new("gdbus")
-        .args(["monitor", "--session", "--dest", DEST])
-        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gdbus monitor");
-    // The monitor's lines arrive on a channel, so waiting for one can time
-    // out: a change made before gdbus subscribed is never reported.
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    let stdout = monitor.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // Lines until all of `want` were seen, or `patience` passed without them.
-    let seen = |want: &[&str], patience: Duration| -> Vec<String> {
-        let mut got: Vec<String> = Vec::new();
-        let t0 = Instant::now();
-        while !want.iter().all(|w| got.iter().any(|l| l.contains(w))) {
-            let left = patience.saturating_sub(t0.elapsed());
-            match lines.recv_timeout(left) {
-                Ok(line) => got.push(line),
-                Err(_) => break,
-            }
-        }
-        got
-    };
-    // Ready when it reports a change we make: toggling Muted.
-    let t0 = Instant::now();
-    loop {
-        let _ = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "true"]);
-        let _ = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "false"]);
-        let got = seen(&["'Muted': <false>"], Duration::from_secs(2));
-        if got.iter().any(|l| l.contains("'Muted': <false>")) {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "gdbus monitor never reported Muted: {got:#?}"
-        );
-    }
+    let monitor = Monitor::start(&bus);
+    let seen = |want: &[&str], patience: Duration| monitor.seen(want, patience);
     let mut c = d.connect();
     c.send(json!({"v": 1, "type": "ask", "id": "s", "text": "What is the capital of France?"}));
     let end = c.recv_until(&["answer.end", "error"]);
@@ -205,8 +234,6 @@ fn monitor_sees_state_changes_and_the_answer_signal_for_a_socket_ask() {
         answer.contains("What is the capital of France?") && answer.contains("Paris"),
         "{answer}"
     );
-    let _ = monitor.kill();
-    let _ = monitor.wait();
 }
 
 #[test]
@@ -231,12 +258,20 @@ fn muted_is_writable_and_shown_everywhere() {
     c.send(json!({"v": 1, "type": "status", "id": "st"}));
     let st = c.recv();
     assert_eq!(st["muted"], true, "{st}");
+    // Muted, push-to-talk does not open the microphone at all.
+    c.send(json!({"v": 1, "type": "listen.start", "id": "ptt"}));
+    let ev = c.recv();
+    assert_eq!(ev["code"], "device_unavailable", "{ev}");
+    assert!(
+        ev["message"].as_str().unwrap_or("").contains("muted"),
+        "{ev}"
+    );
 }
 
 #[test]
 fn bad_calls_get_the_documented_errors_and_the_service_keeps_serving() {
     let bus = Bus::start();
-    let _d = bus.seerd("");
+    let _d = bus.seerd("[listen]\nmodel = \"/nonexistent/ggml-tiny.en.bin\"\n");
     let method = |m: &str| format!("{DEST}.{m}");
     let cases: [(Vec<String>, &str); 5] = [
         (
@@ -257,7 +292,7 @@ fn bad_calls_get_the_documented_errors_and_the_service_keeps_serving() {
         ),
         (
             vec![method("StartListening")],
-            "org.seer.Assistant1.Error.Unsupported",
+            "org.seer.Assistant1.Error.ModelMissing",
         ),
     ];
     for (call, want) in &cases {
@@ -340,4 +375,54 @@ fn introspection_matches_the_committed_xml() {
         live, committed,
         "the service's introspection changed: regenerate docs/dbus/org.seer.Assistant1.xml with SEER_UPDATE_INTROSPECTION=1 cargo test -p seer-tests --test dbus introspection"
     );
+}
+
+#[test]
+fn push_to_talk_over_dbus_is_answered_with_the_answer_signal() {
+    let sound = seer_tests::sound::SoundServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wav = dir.path().join("q.wav");
+    let ok = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "130", "-w"])
+        .arg(&wav)
+        .arg("What is the capital of Japan?")
+        .status()
+        .expect("espeak-ng");
+    assert!(ok.success());
+    let models = std::env::var_os("SEER_TEST_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/seer-ci/models".into());
+    let bus = Bus::start();
+    let server = sound.server();
+    let _d = bus.seerd_env(
+        &format!(
+            "[listen]\nmodel = {:?}\nvad = {:?}\n",
+            models.join("ggml-base.bin"),
+            models.join("ggml-silero-v6.2.3.bin")
+        ),
+        &[("PULSE_SERVER", server.as_str())],
+    );
+    let monitor = Monitor::start(&bus);
+    let out = bus.busctl(&["call", DEST, PATH, DEST, "StartListening"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = monitor.seen(&["'State': <'listening'>"], Duration::from_secs(30));
+    assert!(got.iter().any(|l| l.contains("'listening'")), "{got:#?}");
+    std::thread::sleep(Duration::from_millis(300));
+    sound.play(&wav);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = bus.busctl(&["call", DEST, PATH, DEST, "StopListening"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = monitor.seen(&["org.seer.Assistant1.Answer"], Duration::from_secs(120));
+    let answer = got
+        .iter()
+        .find(|l| l.contains("org.seer.Assistant1.Answer"))
+        .unwrap_or_else(|| panic!("no Answer signal: {got:#?}"));
+    assert!(
+        answer.contains("Japan") && answer.contains("Tokyo"),
+        "{answer}"
+    );
+    // Nothing is listening now.
+    let out = bus.busctl(&["call", DEST, PATH, DEST, "StopListening"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not listening"), "{}", text(&out));
 }

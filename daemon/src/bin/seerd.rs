@@ -162,7 +162,8 @@ fn run() -> Result<()> {
                 let models = [("language".to_owned(), model_path.display().to_string())].into();
                 match dbus::start(
                     bus,
-                    dbus::Assistant::new(answerer.clone(), shared.state.clone(), models),
+                    dbus::Assistant::new(answerer.clone(), shared.state.clone(), models)
+                        .with_listener(shared.listener.clone()),
                 )
                 .await
                 {
