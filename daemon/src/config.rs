@@ -162,6 +162,20 @@ impl ModelConfig {
         Catalog::load(extra.as_deref())
     }
 
+    /// A model given as a file (it exists, or contains a `/`) or as a
+    /// catalogue name installed in the store (else the error names the
+    /// `seer models pull` command).
+    pub fn resolve_model(&self, what: &str) -> Result<PathBuf, StoreError> {
+        let p = Path::new(what);
+        if p.exists() {
+            return Ok(p.to_owned());
+        }
+        if what.contains('/') {
+            return Err(StoreError::Invalid(format!("{what} does not exist")));
+        }
+        self.store().resolve(what)
+    }
+
     /// The file or directory to load: `path` if set, else the installed
     /// model `name`.
     pub fn resolve(&self) -> Result<PathBuf, StoreError> {

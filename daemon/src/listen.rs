@@ -16,7 +16,7 @@ use seer_pipelines::state::{State, StateBus};
 use seer_pipelines::transcribe::transcribe_clip;
 use seer_platform::audio::RATE;
 use seer_platform::mic::{MicEvent, Microphone};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,17 +64,8 @@ impl Listener {
         }
     }
 
-    /// A file path (anything with a `/`), else an installed catalogue model.
     fn resolve(&self, what: &str) -> Result<PathBuf, String> {
-        let p = Path::new(what);
-        if what.contains('/') {
-            return if p.exists() {
-                Ok(p.to_owned())
-            } else {
-                Err(format!("{what} does not exist"))
-            };
-        }
-        self.model.store().resolve(what).map_err(|e| e.to_string())
+        self.model.resolve_model(what).map_err(|e| e.to_string())
     }
 
     /// Starts capturing for request `id`. Messages arrive on `tx`;

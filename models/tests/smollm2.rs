@@ -18,16 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 fn model_path() -> PathBuf {
-    let dir = std::env::var_os("SEER_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-test-models.sh (or set SEER_TEST_MODELS)",
-        p.display()
-    );
-    p
+    seer_tests::model()
 }
 
 #[derive(Deserialize)]

@@ -3,22 +3,9 @@
 //! espeak-ng speech resampled to 16 kHz by sox.
 
 use seer_models::speech::{TranscribeOptions, Transcriber, check_ggml};
-use seer_tests::{word_errors, words};
-use std::path::{Path, PathBuf};
+use seer_tests::{test_model, word_errors, words};
+use std::path::Path;
 use std::process::Command;
-
-fn model(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SEER_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-test-models.sh",
-        p.display()
-    );
-    p
-}
 
 /// `text` spoken by espeak-ng (American English voice, 130 words/min), as
 /// 16 kHz mono samples.
@@ -56,7 +43,7 @@ const CAMERA: &str = "Please describe what you see in front of the camera.";
 
 #[test]
 fn base_transcribes_spoken_questions_exactly() {
-    let mut t = Transcriber::load(&model("ggml-base.bin")).expect("load base");
+    let mut t = Transcriber::load(&test_model("ggml-base.bin")).expect("load base");
     assert!(t.multilingual());
     let full = TranscribeOptions {
         fit_audio_ctx: false,
@@ -93,7 +80,7 @@ fn base_transcribes_spoken_questions_exactly() {
 
 #[test]
 fn tiny_en_loads_and_transcribes() {
-    let mut t = Transcriber::load(&model("ggml-tiny.en.bin")).expect("load tiny.en");
+    let mut t = Transcriber::load(&test_model("ggml-tiny.en.bin")).expect("load tiny.en");
     assert!(!t.multilingual());
     let audio = speak(CAMERA);
     let got = t
@@ -138,7 +125,7 @@ fn tiny_en_loads_and_transcribes() {
 
 #[test]
 fn damaged_or_foreign_model_files_are_refused_with_the_reason() {
-    let good = model("ggml-tiny.en.bin");
+    let good = test_model("ggml-tiny.en.bin");
     let info = check_ggml(&good).expect("a converted model checks out");
     assert_eq!(
         (info.n_vocab, info.n_audio_state, info.n_audio_layer),
@@ -150,7 +137,7 @@ fn damaged_or_foreign_model_files_are_refused_with_the_reason() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
     let e = Transcriber::load(&cut).expect_err("truncated").to_string();
     assert!(e.contains("cut.bin") && e.contains("truncated"), "{e}");
-    let e = Transcriber::load(&model("SmolLM2-135M-Instruct.Q4_1.gguf"))
+    let e = Transcriber::load(&test_model("SmolLM2-135M-Instruct.Q4_1.gguf"))
         .expect_err("a GGUF is not a whisper model")
         .to_string();
     assert!(e.contains("not a whisper.cpp ggml model"), "{e}");

@@ -3,21 +3,8 @@
 //! at known times is found there; noise is not speech.
 
 use seer_models::vad::{Vad, VadOptions};
-use std::path::PathBuf;
+use seer_tests::test_model;
 use std::process::Command;
-
-fn model(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SEER_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-test-models.sh",
-        p.display()
-    );
-    p
-}
 
 const VAD: &str = "ggml-silero-v6.2.3.bin";
 const RATE: usize = 16_000;
@@ -71,7 +58,7 @@ fn noise(n: usize, a: f32) -> Vec<f32> {
 
 #[test]
 fn speech_is_found_where_it_was_put() {
-    let mut vad = Vad::load(&model(VAD)).expect("load VAD");
+    let mut vad = Vad::load(&test_model(VAD)).expect("load VAD");
     let a = speech("What is the capital of France?");
     let b = speech("Please describe what you see in front of the camera.");
     // 1 s quiet, a, 1.5 s quiet, b, 1 s quiet; the quiet is faint noise, as
@@ -108,7 +95,7 @@ fn speech_is_found_where_it_was_put() {
 
 #[test]
 fn noise_and_silence_are_not_speech() {
-    let mut vad = Vad::load(&model(VAD)).expect("load VAD");
+    let mut vad = Vad::load(&test_model(VAD)).expect("load VAD");
     for (what, audio) in [
         ("white noise", noise(5 * RATE, 0.3)),
         ("silence", vec![0.0; 5 * RATE]),
@@ -127,13 +114,13 @@ fn noise_and_silence_are_not_speech() {
 
 #[test]
 fn damaged_or_foreign_vad_files_are_refused() {
-    let good = std::fs::read(model(VAD)).expect("read");
+    let good = std::fs::read(test_model(VAD)).expect("read");
     let dir = tempfile::tempdir().expect("tempdir");
     let cut = dir.path().join("cut.bin");
     std::fs::write(&cut, &good[..good.len() - 1000]).expect("write");
     let e = Vad::load(&cut).expect_err("truncated").to_string();
     assert!(e.contains("cut.bin") && e.contains("truncated"), "{e}");
-    let e = Vad::load(&model("ggml-tiny.en.bin"))
+    let e = Vad::load(&test_model("ggml-tiny.en.bin"))
         .expect_err("a whisper model is not a VAD")
         .to_string();
     assert!(

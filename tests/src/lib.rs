@@ -80,18 +80,25 @@ pub fn word_errors(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The real test model, which `scripts/fetch-test-models.sh` fetches.
-pub fn model() -> PathBuf {
+/// A real test model that `scripts/fetch-test-models.sh` fetches (and, for
+/// whisper and Silero, converts) into `$SEER_TEST_MODELS`
+/// (default `/var/cache/seer-ci/models`).
+pub fn test_model(name: &str) -> PathBuf {
     let dir = std::env::var_os("SEER_TEST_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = dir.join(name);
     assert!(
         p.exists(),
-        "{} is missing: run scripts/fetch-test-models.sh",
+        "{} is missing: run scripts/fetch-test-models.sh (or set SEER_TEST_MODELS)",
         p.display()
     );
     p
+}
+
+/// The real language model (SmolLM2-135M-Instruct Q4_1).
+pub fn model() -> PathBuf {
+    test_model("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 /// A running `seerd` with its own config and socket in a temp dir; killed

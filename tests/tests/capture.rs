@@ -3,18 +3,10 @@
 //! and `seer transcribe --mic` turns what `paplay` played into text.
 
 use seer_tests::sound::SoundServer;
-use seer_tests::{bin, word_errors, words};
+use seer_tests::{bin, test_model, word_errors, words};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn model(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SEER_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
-    dir.join(name)
-}
 
 const CAMERA: &str = "Please describe what you see in front of the camera.";
 
@@ -48,9 +40,9 @@ fn speech_played_into_the_sound_server_is_captured_and_transcribed() {
 
     let mut child = Command::new(bin("seer"))
         .args(["transcribe", "--mic", "--seconds", "7", "--json", "--model"])
-        .arg(model("ggml-base.bin"))
+        .arg(test_model("ggml-base.bin"))
         .arg("--vad")
-        .arg(model("ggml-silero-v6.2.3.bin"))
+        .arg(test_model("ggml-silero-v6.2.3.bin"))
         .env("PULSE_SERVER", sound.server())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

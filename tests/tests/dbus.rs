@@ -389,16 +389,13 @@ fn push_to_talk_over_dbus_is_answered_with_the_answer_signal() {
         .status()
         .expect("espeak-ng");
     assert!(ok.success());
-    let models = std::env::var_os("SEER_TEST_MODELS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/var/cache/seer-ci/models".into());
     let bus = Bus::start();
     let server = sound.server();
     let _d = bus.seerd_env(
         &format!(
             "[listen]\nmodel = {:?}\nvad = {:?}\n",
-            models.join("ggml-base.bin"),
-            models.join("ggml-silero-v6.2.3.bin")
+            seer_tests::test_model("ggml-base.bin"),
+            seer_tests::test_model("ggml-silero-v6.2.3.bin")
         ),
         &[("PULSE_SERVER", server.as_str())],
     );

@@ -4,18 +4,11 @@
 //! gets `state` listening → transcribing, `transcript.final` and the answer.
 
 use seer_tests::sound::SoundServer;
-use seer_tests::{Client, Daemon, word_errors};
+use seer_tests::{Client, Daemon, test_model, word_errors};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-fn model(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SEER_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
-    dir.join(name)
-}
 
 fn say(dir: &Path, text: &str) -> PathBuf {
     let wav = dir.join("q.wav");
@@ -35,8 +28,8 @@ fn daemon(sound: &SoundServer) -> Daemon {
     Daemon::start_with_env(
         &format!(
             "[listen]\nmodel = {:?}\nvad = {:?}\n",
-            model("ggml-base.bin"),
-            model("ggml-silero-v6.2.3.bin")
+            test_model("ggml-base.bin"),
+            test_model("ggml-silero-v6.2.3.bin")
         ),
         &[("PULSE_SERVER", sound.server().as_str())],
     )

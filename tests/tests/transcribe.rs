@@ -2,23 +2,10 @@
 //! sox rearranges (22.05 kHz mono as espeak writes it, and 44.1 kHz
 //! stereo), through platform's resampler, Silero VAD and whisper base.
 
-use seer_tests::{bin, words};
+use seer_tests::{bin, test_model, words};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn model(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SEER_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/seer-ci/models"));
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-test-models.sh",
-        p.display()
-    );
-    p
-}
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("run");
@@ -67,9 +54,9 @@ fn transcribe(file: &Path, extra: &[&str]) -> Output {
         .arg("transcribe")
         .arg(file)
         .arg("--model")
-        .arg(model("ggml-base.bin"))
+        .arg(test_model("ggml-base.bin"))
         .arg("--vad")
-        .arg(model("ggml-silero-v6.2.3.bin"))
+        .arg(test_model("ggml-silero-v6.2.3.bin"))
         .args(extra)
         .output()
         .expect("seer transcribe")

@@ -237,12 +237,7 @@ impl Hub {
                 files.push(done);
                 continue;
             }
-            let dst = job.dir.join(&f.path);
-            if let Some(parent) = dst.parent() {
-                std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
-            }
-            let partial = partial_path(&dst);
-            job.partial = Some(partial.clone());
+            let (dst, partial) = job.begin_file(&f.path)?;
             let before = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
             let before = if r.size.is_some_and(|s| before > s) {
                 0
@@ -289,9 +284,7 @@ impl Hub {
                 }
                 None => Checked::OnArrival,
             };
-            std::fs::rename(&partial, &dst).map_err(StoreError::io(&dst))?;
-            job.partial = None;
-            job.created.push(dst);
+            job.commit_file(&partial, dst)?;
             completed = base + t.len;
             on(PullEvent::Progress {
                 name,
@@ -306,22 +299,8 @@ impl Hub {
                 checked,
             });
         }
-        let m = Manifest {
-            name: name.to_owned(),
-            role: entry.role,
-            source: Source::Hub {
-                endpoint: self.endpoint.clone(),
-                repo: entry.repo.clone(),
-                revision: entry.revision.clone(),
-                commit: remotes.iter().find_map(|r| r.commit.clone()),
-            },
-            root: None,
-            main: entry.main.clone(),
-            files,
-            installed_at: now(),
-        };
-        write_manifest(&job.dir, &m)?;
-        Ok(m)
+        let commit = remotes.iter().find_map(|r| r.commit.clone());
+        job.write_manifest(entry, self.endpoint.clone(), commit, files)
     }
 
     /// Runs `step` again after errors that keep what was downloaded,
@@ -823,6 +802,52 @@ impl Job {
         })
     }
 
+    /// Where repo file `path` goes, and its `.partial` (now tracked), with
+    /// the parent directory created.
+    fn begin_file(&mut self, path: &str) -> Result<(PathBuf, PathBuf), StoreError> {
+        let dst = self.dir.join(path);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
+        }
+        let partial = partial_path(&dst);
+        self.partial = Some(partial.clone());
+        Ok((dst, partial))
+    }
+
+    /// Moves a verified partial file into place.
+    fn commit_file(&mut self, partial: &Path, dst: PathBuf) -> Result<(), StoreError> {
+        std::fs::rename(partial, &dst).map_err(StoreError::io(&dst))?;
+        self.partial = None;
+        self.created.push(dst);
+        Ok(())
+    }
+
+    /// Writes the manifest that marks the install complete.
+    fn write_manifest(
+        &self,
+        entry: &Entry,
+        endpoint: String,
+        commit: Option<String>,
+        files: Vec<InstalledFile>,
+    ) -> Result<Manifest, StoreError> {
+        let m = Manifest {
+            name: entry.name.clone(),
+            role: entry.role,
+            source: Source::Hub {
+                endpoint,
+                repo: entry.repo.clone(),
+                revision: entry.revision.clone(),
+                commit,
+            },
+            root: None,
+            main: entry.main.clone(),
+            files,
+            installed_at: now(),
+        };
+        write_manifest(&self.dir, &m)?;
+        Ok(m)
+    }
+
     fn discard_partial(&mut self) {
         if let Some(p) = self.partial.take() {
             let _ = std::fs::remove_file(p);
@@ -1009,12 +1034,7 @@ pub fn install_from(
             } else {
                 from.to_owned()
             };
-            let dst = job.dir.join(&f.path);
-            if let Some(parent) = dst.parent() {
-                std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
-            }
-            let partial = partial_path(&dst);
-            job.partial = Some(partial.clone());
+            let (dst, partial) = job.begin_file(&f.path)?;
             std::fs::copy(&src, &partial).map_err(|e| {
                 if is_no_space(&e) {
                     StoreError::DiskFull {
@@ -1039,9 +1059,7 @@ pub fn install_from(
                 }
                 None => Checked::OnArrival,
             };
-            std::fs::rename(&partial, &dst).map_err(StoreError::io(&dst))?;
-            job.partial = None;
-            job.created.push(dst);
+            job.commit_file(&partial, dst)?;
             files.push(InstalledFile {
                 path: f.path.clone(),
                 size,
@@ -1049,22 +1067,7 @@ pub fn install_from(
                 checked,
             });
         }
-        let m = Manifest {
-            name: entry.name.clone(),
-            role: entry.role,
-            source: Source::Hub {
-                endpoint: format!("file://{}", from.display()),
-                repo: entry.repo.clone(),
-                revision: entry.revision.clone(),
-                commit: None,
-            },
-            root: None,
-            main: entry.main.clone(),
-            files,
-            installed_at: now(),
-        };
-        write_manifest(&job.dir, &m)?;
-        Ok(m)
+        job.write_manifest(entry, format!("file://{}", from.display()), None, files)
     })();
     job.finish(result.is_ok());
     result.map(PullOutcome::Installed)

@@ -8,7 +8,7 @@ use seer_models::vad::{Vad, VadOptions};
 use seer_pipelines::transcribe::transcribe_clip;
 use seer_platform::audio::{RATE, read_wav};
 use seer_platform::mic::{MicEvent, Microphone};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -48,22 +48,13 @@ pub(crate) struct TranscribeArgs {
     json: bool,
 }
 
-/// A path that exists, else an installed catalogue model.
-fn resolve(what: &str, config: &Config) -> Result<PathBuf> {
-    let p = Path::new(what);
-    if p.exists() {
-        return Ok(p.to_owned());
-    }
-    Ok(config.model.store().resolve(what)?)
-}
-
 pub(crate) fn run(args: TranscribeArgs) -> Result<()> {
     let explicit = std::env::var_os("SEER_CONFIG").is_some();
     let config = Config::load(Config::locate(None).as_deref(), explicit)?;
-    let model = resolve(&args.model, &config)?;
+    let model = config.model.resolve_model(&args.model)?;
     let mut vad = match args.vad.as_str() {
         "none" => None,
-        v => Some(Vad::load(&resolve(v, &config)?)?),
+        v => Some(Vad::load(&config.model.resolve_model(v)?)?),
     };
     let mut whisper = Transcriber::load(&model)?;
     let (samples, source) = match &args.file {
