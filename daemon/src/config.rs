@@ -22,10 +22,24 @@ pub struct Config {
     pub listen: ListenConfig,
 }
 
+/// How the microphone is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenMode {
+    /// Always listening for the wake phrase (and push-to-talk).
+    Wake,
+    /// Only while push-to-talk is held.
+    PushToTalk,
+    /// Never.
+    Off,
+}
+
 /// `[listen]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
+    /// `wake`, `push-to-talk` or `off`.
+    pub mode: ListenMode,
     /// Whisper model: a catalogue name or a ggml file.
     pub model: String,
     /// Silero VAD model: a catalogue name or a file.
@@ -36,19 +50,46 @@ pub struct ListenConfig {
     pub language: String,
     /// Whisper threads.
     pub threads: usize,
-    /// Longest push-to-talk capture, seconds.
+    /// Longest utterance or push-to-talk capture, seconds.
     pub max_seconds: f64,
+    /// What starts a hands-free question ("hey seer, what …").
+    pub wake_phrase: String,
+    /// After an answer, a question needs no wake phrase for this long, s.
+    pub follow_up_seconds: f64,
+    /// Whisper's prompt for hands-free speech; empty = one that spells the
+    /// wake phrase and the commands.
+    pub prompt: String,
+    /// Speech probability that starts an utterance.
+    pub start_threshold: f32,
+    /// Probability below which a window counts as silence inside one.
+    pub stop_threshold: f32,
+    /// Shorter sounds are ignored, ms.
+    pub min_speech_ms: u32,
+    /// Silence that ends an utterance, ms.
+    pub hangover_ms: u32,
+    /// Writes every utterance here as WAV (debugging; empty = never).
+    pub debug_audio_dir: PathBuf,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
+        let seg = seer_pipelines::listen::segmenter::SegmenterOptions::default();
         Self {
+            mode: ListenMode::Wake,
             model: "whisper-tiny.en".into(),
             vad: "silero-vad".into(),
             device: String::new(),
             language: "en".into(),
             threads: 1,
             max_seconds: 30.0,
+            wake_phrase: "hey seer".into(),
+            follow_up_seconds: 8.0,
+            prompt: String::new(),
+            start_threshold: seg.start_threshold,
+            stop_threshold: seg.stop_threshold,
+            min_speech_ms: seg.min_speech_ms,
+            hangover_ms: seg.hangover_ms,
+            debug_audio_dir: PathBuf::new(),
         }
     }
 }
@@ -365,6 +406,37 @@ impl Config {
                 .unwrap_or_else(|| "(defaults)".into()),
             reason,
         };
+        let l = &self.listen;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path
+                .map(Path::to_owned)
+                .unwrap_or_else(|| "(defaults)".into()),
+            message,
+        };
+        if !(0.0..=1.0).contains(&l.start_threshold) || !(0.0..=1.0).contains(&l.stop_threshold) {
+            return Err(invalid(format!(
+                "listen.start_threshold ({}) and listen.stop_threshold ({}) must be between 0 and 1",
+                l.start_threshold, l.stop_threshold
+            )));
+        }
+        if l.stop_threshold > l.start_threshold {
+            return Err(invalid(format!(
+                "listen.stop_threshold ({}) must not be above listen.start_threshold ({})",
+                l.stop_threshold, l.start_threshold
+            )));
+        }
+        if !(l.max_seconds > 0.0 && l.max_seconds <= 600.0) {
+            return Err(invalid(format!(
+                "listen.max_seconds = {} must be above 0 and at most 600",
+                l.max_seconds
+            )));
+        }
+        if l.mode == ListenMode::Wake && !l.wake_phrase.chars().any(char::is_alphanumeric) {
+            return Err(invalid(format!(
+                "listen.wake_phrase = {:?} has no words (or set listen.mode = \"push-to-talk\")",
+                l.wake_phrase
+            )));
+        }
         let m = &self.model;
         if !m.path.as_os_str().is_empty() {
             if m.load == LoadWhen::Start && !m.path.exists() {
@@ -412,5 +484,33 @@ mod tests {
             .expect_err("wrong type")
             .to_string();
         assert!(e.contains("max_line_bytes"), "{e}");
+    }
+
+    #[test]
+    fn listen_values_are_checked() {
+        let c = Config::parse("[listen]\nmode = \"always\"\n", Path::new("c.toml"))
+            .expect_err("bad mode")
+            .to_string();
+        assert!(c.contains("mode") || c.contains("always"), "{c}");
+        let c = Config::parse(
+            "[listen]\nstart_threshold = 0.3\nstop_threshold = 0.6\n",
+            Path::new("c.toml"),
+        )
+        .expect("parses");
+        let e = c
+            .validate(Some(Path::new("c.toml")))
+            .expect_err("hysteresis")
+            .to_string();
+        assert!(
+            e.contains("listen.stop_threshold") && e.contains("c.toml"),
+            "{e}"
+        );
+        let c =
+            Config::parse("[listen]\nwake_phrase = \" ,\"\n", Path::new("c.toml")).expect("parses");
+        let e = c.validate(None).expect_err("empty phrase").to_string();
+        assert!(e.contains("listen.wake_phrase"), "{e}");
+        let c = Config::parse("[listen]\nmode = \"push-to-talk\"\n", Path::new("c.toml"))
+            .expect("parses");
+        assert_eq!(c.listen.mode, ListenMode::PushToTalk);
     }
 }

@@ -8,10 +8,11 @@
 // zbus's `#[interface]` generates undocumented helpers (`state_changed`, ...).
 #![allow(missing_docs)]
 
-use crate::listen::{ListenMsg, Listener};
+use crate::listen::Listener;
 use crate::protocol::Code;
 use seer_models::generate::CancelToken;
 use seer_pipelines::answer::{AnswerError, Answerer, Ask, TurnEvent};
+use seer_pipelines::listen::PttMsg;
 use seer_pipelines::state::StateBus;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -165,7 +166,7 @@ impl Assistant {
         let id = format!("dbus-{}", self.captures.fetch_add(1, Ordering::SeqCst));
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         listener
-            .start(&id, CancelToken::new(), tx)
+            .push_to_talk(&id, CancelToken::new(), tx)
             .map_err(|(code, m)| match code {
                 Code::ModelMissing => Error::ModelMissing(m),
                 Code::DeviceUnavailable => Error::DeviceUnavailable(m),
@@ -173,10 +174,12 @@ impl Assistant {
                 _ => Error::Internal(m),
             })?;
         let answerer = self.answerer.clone();
+        let listener2 = listener.clone();
         tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 match msg {
-                    ListenMsg::Transcript(text) if !text.trim().is_empty() => {
+                    PttMsg::Transcript(text) if !text.trim().is_empty() => {
+                        listener2.announce_transcript(&id, &text);
                         let ask = Ask {
                             text,
                             conversation: None,
@@ -189,7 +192,7 @@ impl Assistant {
                         }
                         return;
                     }
-                    ListenMsg::Failed(_, e) => tracing::warn!("D-Bus push-to-talk: {e}"),
+                    PttMsg::Failed(e) => tracing::warn!("D-Bus push-to-talk: {e}"),
                     _ => {}
                 }
             }
@@ -251,12 +254,14 @@ impl Assistant {
         self.state.set_muted(muted);
     }
 
-    /// Whether the microphone is open (a push-to-talk capture is running).
-    /// A change is announced when Muted changes; a capture starting or
-    /// ending is not announced yet, so read it when needed.
+    /// Whether audio flows from the microphone (hands-free listening or a
+    /// push-to-talk capture): the privacy indicator. Every change is
+    /// announced.
     #[zbus(property)]
     async fn microphone_active(&self) -> bool {
-        self.listener.as_ref().is_some_and(|l| l.active().is_some())
+        self.listener
+            .as_ref()
+            .is_some_and(|l| l.microphone_active())
     }
 
     /// Whether the camera is capturing (never, until vision lands).
@@ -277,7 +282,8 @@ impl Assistant {
         env!("CARGO_PKG_VERSION").to_owned()
     }
 
-    /// A transcript of speech (partial or final).
+    /// A question heard (hands-free or push-to-talk); `final` is always
+    /// true today (no partial transcripts).
     #[zbus(signal)]
     async fn transcript(emitter: &SignalEmitter<'_>, text: &str, r#final: bool)
     -> zbus::Result<()>;
@@ -324,6 +330,7 @@ pub enum StartError {
 /// forward state, mute and answer changes as D-Bus signals.
 pub async fn start(bus: Bus, assistant: Assistant) -> Result<zbus::Connection, StartError> {
     let state = assistant.state.clone();
+    let voice = assistant.listener.as_ref().map(|l| l.subscribe());
     let mut finished = assistant.answerer.subscribe_finished();
     let builder = match bus {
         Bus::Session => zbus::connection::Builder::session(),
@@ -392,6 +399,25 @@ pub async fn start(bus: Bus, assistant: Assistant) -> Result<zbus::Connection, S
             let _ = obj.camera_active_changed(i.signal_emitter()).await;
         }
     });
+    if let Some(mut voice) = voice {
+        let i = iface.clone();
+        tokio::spawn(async move {
+            loop {
+                match voice.recv().await {
+                    Ok(ev) if ev.kind == "microphone" => {
+                        let obj = i.get().await;
+                        let _ = obj.microphone_active_changed(i.signal_emitter()).await;
+                    }
+                    Ok(ev) if ev.kind == "transcript.final" => {
+                        let text = ev.body["text"].as_str().unwrap_or_default();
+                        let _ = Assistant::transcript(i.signal_emitter(), text, true).await;
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+        });
+    }
     let i = iface;
     tokio::spawn(async move {
         loop {

@@ -1,243 +1,352 @@
-//! Push-to-talk: `listen.start` opens the microphone, `listen.stop` closes
-//! it, and the captured speech is cut with Silero VAD and transcribed with
-//! whisper on a thread of its own; the transcript then goes to the answer
-//! stage like a typed question.
+//! The daemon's side of listening: it starts the listen stage
+//! ([`seer_pipelines::listen::Ears`]) from `[listen]`, serves push-to-talk
+//! for the socket and D-Bus, and turns what the always-on listener heard
+//! into voice turns.
 //!
-//! The microphone is open only between start and stop (and never while
-//! muted: a mute during capture closes it and drops the audio). Audio stays
-//! in memory and is never written to disk.
+//! Hands-free turns have no requesting client, so their events (the
+//! transcript, the answer, the microphone's state) go out on a broadcast
+//! that socket clients `subscribe` to as `voice` and that D-Bus turns into
+//! signals.
 
-use crate::config::{ListenConfig, ModelConfig};
-use crate::protocol::Code;
+use crate::config::{ListenConfig, ListenMode, ModelConfig};
+use crate::protocol::{self, Code};
 use seer_models::generate::CancelToken;
-use seer_models::speech::{TranscribeOptions, Transcriber};
-use seer_models::vad::{Vad, VadOptions};
-use seer_pipelines::state::{State, StateBus};
-use seer_pipelines::transcribe::transcribe_clip;
-use seer_platform::audio::RATE;
-use seer_platform::mic::{MicEvent, Microphone};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use seer_models::speech::TranscribeOptions;
+use seer_pipelines::answer::{Answerer, Ask, TurnEvent};
+use seer_pipelines::listen::segmenter::SegmenterOptions;
+use seer_pipelines::listen::{
+    Ears, EarsConfig, EarsEvent, Heard, ListenError, MicStatus, PttMsg, SpeechModels, WakeConfig,
+};
+use seer_pipelines::state::StateBus;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::broadcast;
 
-/// What a capture reports to the connection that started it.
-#[derive(Debug)]
-pub enum ListenMsg {
-    /// Audio is flowing: the `state listening` event goes out now.
-    Listening,
-    /// Capture ended; transcribing.
-    Transcribing,
-    /// The transcript (possibly empty).
-    Transcript(String),
-    /// The capture failed.
-    Failed(Code, String),
-    /// Muted or cancelled: nothing to transcribe.
-    Aborted,
+/// An event for `voice` subscribers: its wire type, the turn id (for a
+/// hands-free turn's events) and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoiceEvent {
+    /// `transcript.final`, `answer.delta`, `answer.end`, `microphone`, …
+    pub kind: &'static str,
+    /// The hands-free turn (`voice-N`) or push-to-talk request it belongs to.
+    pub id: Option<String>,
+    /// The fields besides `v`, `type` and `id`.
+    pub body: Value,
 }
 
-/// The daemon's one microphone and its speech models.
+impl VoiceEvent {
+    /// The socket line.
+    pub fn line(&self) -> String {
+        protocol::event(self.kind, self.id.as_deref(), self.body.clone())
+    }
+}
+
+/// The microphone, the speech models and the voice broadcast.
 pub struct Listener {
     cfg: ListenConfig,
     model: ModelConfig,
     state: StateBus,
-    models: Mutex<Option<(Transcriber, Vad)>>,
-    active: Mutex<Option<(String, Arc<AtomicBool>)>>,
+    /// `None` with `mode = "off"`.
+    ears: Option<Ears>,
+    voice: broadcast::Sender<VoiceEvent>,
+    /// Whether the always-on listener is running (wake mode with models).
+    wake: bool,
 }
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener").field("cfg", &self.cfg).finish()
+        f.debug_struct("Listener")
+            .field("cfg", &self.cfg)
+            .field("wake", &self.wake)
+            .finish()
+    }
+}
+
+/// The protocol's code for a listen failure.
+pub fn code_of(e: &ListenError) -> Code {
+    match e {
+        ListenError::Muted | ListenError::Device(_) => Code::DeviceUnavailable,
+        ListenError::Busy(_) => Code::Busy,
+        ListenError::Model(_) => Code::ModelMissing,
+        ListenError::Speech(_) | ListenError::Stopped => Code::Internal,
     }
 }
 
 impl Listener {
-    /// A listener with `cfg`; models are found through `model`'s store and
-    /// loaded on the first capture.
-    pub fn new(cfg: ListenConfig, model: ModelConfig, state: StateBus) -> Self {
-        Self {
+    /// Starts listening as `[listen]` says. In wake mode the speech models
+    /// must be installed; if they are not, the daemon says how to get them
+    /// and carries on with push-to-talk only (which looks again each time).
+    /// Must run inside the tokio runtime (it spawns the dispatcher).
+    pub fn start(
+        cfg: ListenConfig,
+        model: ModelConfig,
+        state: StateBus,
+        answerer: Answerer,
+    ) -> Result<Arc<Self>, String> {
+        let (voice, _) = broadcast::channel(256);
+        let mut this = Self {
             cfg,
             model,
-            state,
-            models: Mutex::new(None),
-            active: Mutex::new(None),
+            state: state.clone(),
+            ears: None,
+            voice,
+            wake: false,
+        };
+        if this.cfg.mode == ListenMode::Off {
+            return Ok(Arc::new(this));
+        }
+        let mut models = None;
+        if this.cfg.mode == ListenMode::Wake {
+            match this.resolve() {
+                Ok(m) => {
+                    models = Some(m);
+                    this.wake = true;
+                }
+                Err(e) => tracing::warn!(
+                    "hands-free listening is off: {e}; push-to-talk still works once it is installed"
+                ),
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut ears_cfg = this.ears_config();
+        if !this.wake {
+            ears_cfg.wake = None;
+        }
+        let ears = Ears::spawn(ears_cfg, models, state, tx).map_err(|e| e.to_string())?;
+        this.ears = Some(ears);
+        let this = Arc::new(this);
+        tokio::spawn(dispatch(Arc::downgrade(&this), rx, answerer));
+        Ok(this)
+    }
+
+    fn ears_config(&self) -> EarsConfig {
+        let c = &self.cfg;
+        EarsConfig {
+            device: (!c.device.is_empty()).then(|| c.device.clone()),
+            segmenter: SegmenterOptions {
+                start_threshold: c.start_threshold,
+                stop_threshold: c.stop_threshold,
+                min_speech_ms: c.min_speech_ms,
+                hangover_ms: c.hangover_ms,
+                max_seconds: c.max_seconds as f32,
+                ..SegmenterOptions::default()
+            },
+            transcribe: TranscribeOptions {
+                threads: c.threads.max(1),
+                language: (c.language != "auto").then(|| c.language.clone()),
+                // Spoken commands: one greedy pass, bounded (see the field).
+                fallback: false,
+                ..TranscribeOptions::default()
+            },
+            wake: (c.mode == ListenMode::Wake).then(|| WakeConfig {
+                phrase: c.wake_phrase.clone(),
+                follow_up: Duration::from_secs_f64(c.follow_up_seconds.max(0.0)),
+                prompt: (!c.prompt.is_empty()).then(|| c.prompt.clone()),
+            }),
+            ptt_max_seconds: c.max_seconds as f32,
+            debug_dir: (!c.debug_audio_dir.as_os_str().is_empty())
+                .then(|| c.debug_audio_dir.clone()),
         }
     }
 
-    fn resolve(&self, what: &str) -> Result<PathBuf, String> {
-        self.model.resolve_model(what).map_err(|e| e.to_string())
+    fn resolve(&self) -> Result<SpeechModels, String> {
+        let whisper = self
+            .model
+            .resolve_model(&self.cfg.model)
+            .map_err(|e| e.to_string())?;
+        let vad = self
+            .model
+            .resolve_model(&self.cfg.vad)
+            .map_err(|e| e.to_string())?;
+        Ok(SpeechModels { whisper, vad })
     }
 
-    /// Starts capturing for request `id`. Messages arrive on `tx`;
-    /// `cancel` aborts without transcribing.
-    pub fn start(
-        self: &Arc<Self>,
+    /// Whether hands-free (wake phrase) listening runs.
+    pub fn hands_free(&self) -> bool {
+        self.wake
+    }
+
+    /// Starts a push-to-talk capture for request `id`; messages arrive on
+    /// `tx`, and `cancel` aborts it.
+    pub fn push_to_talk(
+        &self,
         id: &str,
         cancel: CancelToken,
-        tx: tokio::sync::mpsc::Sender<ListenMsg>,
+        tx: tokio::sync::mpsc::Sender<PttMsg>,
     ) -> Result<(), (Code, String)> {
+        let ears = self.ears.as_ref().ok_or_else(|| {
+            (
+                Code::Unsupported,
+                "listening is off ([listen] mode = \"off\")".to_owned(),
+            )
+        })?;
+        let err = |e: ListenError| (code_of(&e), e.to_string());
         if self.state.muted() {
-            return Err((
-                Code::DeviceUnavailable,
-                "muted: the microphone is off until unmuted".into(),
-            ));
+            return Err(err(ListenError::Muted));
         }
-        // Said at once (a D-Bus caller gets it as the method's error); the
-        // models themselves load on the capture thread, once.
-        let loaded = self
-            .models
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        let paths = if loaded {
+        // Resolved here so a missing model is said at once (a D-Bus caller
+        // gets it as the method's error); loading happens on the thread.
+        let models = if ears.models_loaded() {
             None
         } else {
-            let m = self
-                .resolve(&self.cfg.model)
-                .map_err(|e| (Code::ModelMissing, e))?;
-            let v = self
-                .resolve(&self.cfg.vad)
-                .map_err(|e| (Code::ModelMissing, e))?;
-            Some((m, v))
+            Some(self.resolve().map_err(|e| (Code::ModelMissing, e))?)
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        {
-            let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((other, _)) = active.as_ref() {
-                return Err((
-                    Code::Busy,
-                    format!("the microphone is already listening for `{other}`"),
-                ));
-            }
-            *active = Some((id.to_owned(), stop.clone()));
-        }
-        let this = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("listen".into())
-            .spawn(move || {
-                let msg = this.capture(paths, &stop, &cancel, &tx);
-                *this.active.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                if !matches!(msg, ListenMsg::Transcript(_)) {
-                    this.state.set(State::Idle);
-                }
-                let _ = tx.blocking_send(msg);
-            });
-        if let Err(e) = spawned {
-            *self.active.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            return Err((Code::Internal, format!("starting the listen thread: {e}")));
-        }
-        Ok(())
+        ears.push_to_talk(id, cancel, tx, models, false)
+            .map_err(err)
     }
 
-    /// The id of the capture running now, if any.
+    /// The push-to-talk capture running now.
     pub fn active(&self) -> Option<String> {
-        self.active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|(id, _)| id.clone())
+        self.ears.as_ref().and_then(Ears::active_id)
     }
 
-    /// Ends the capture for `id`; false if there is none.
+    /// Ends push-to-talk capture `id`; false if there is none.
     pub fn stop(&self, id: &str) -> bool {
-        match self
-            .active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            Some((active, stop)) if active == id => {
-                stop.store(true, Ordering::SeqCst);
-                true
-            }
-            _ => false,
-        }
+        self.ears.as_ref().is_some_and(|e| e.stop_push_to_talk(id))
     }
 
-    fn capture(
-        &self,
-        paths: Option<(PathBuf, PathBuf)>,
-        stop: &AtomicBool,
-        cancel: &CancelToken,
-        tx: &tokio::sync::mpsc::Sender<ListenMsg>,
-    ) -> ListenMsg {
-        // Models first (once per daemon), so a missing one is said at once.
-        {
-            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            if let (None, Some((m, v))) = (models.as_ref(), paths) {
-                let loaded = Transcriber::load(&m)
-                    .and_then(|t| Ok((t, Vad::load(&v)?)))
-                    .map_err(|e| e.to_string());
-                match loaded {
-                    Ok(m) => *models = Some(m),
-                    Err(e) => return ListenMsg::Failed(Code::ModelMissing, e),
-                }
-            }
-        }
-        let (mic_tx, mic_rx) = std::sync::mpsc::sync_channel(256);
-        let device = (!self.cfg.device.is_empty()).then(|| self.cfg.device.clone());
-        let mic = match Microphone::start(device, mic_tx) {
-            Ok(m) => m,
-            Err(e) => return ListenMsg::Failed(Code::DeviceUnavailable, e.to_string()),
-        };
-        let max = (self.cfg.max_seconds * RATE as f64) as usize;
-        let mut samples: Vec<f32> = Vec::new();
-        let mut flowing = false;
-        while !stop.load(Ordering::SeqCst) && samples.len() < max {
-            if cancel.is_cancelled() || self.state.muted() {
-                return ListenMsg::Aborted;
-            }
-            match mic_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(MicEvent::Frame(f)) => {
-                    if !flowing {
-                        flowing = true;
-                        self.state.set(State::Listening);
-                        let _ = tx.blocking_send(ListenMsg::Listening);
+    /// Whether audio flows from the microphone now (the privacy indicator).
+    pub fn microphone_active(&self) -> bool {
+        self.ears.as_ref().is_some_and(Ears::microphone_open)
+    }
+
+    /// Voice events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<VoiceEvent> {
+        self.voice.subscribe()
+    }
+
+    /// Tells `voice` subscribers about a push-to-talk transcript.
+    pub fn announce_transcript(&self, id: &str, text: &str) {
+        self.publish(
+            "transcript.final",
+            Some(id.to_owned()),
+            json!({"text": text, "source": "push_to_talk"}),
+        );
+    }
+
+    fn publish(&self, kind: &'static str, id: Option<String>, body: Value) {
+        let _ = self.voice.send(VoiceEvent { kind, id, body });
+    }
+}
+
+/// Acts on what the always-on listener heard.
+async fn dispatch(
+    listener: std::sync::Weak<Listener>,
+    mut rx: tokio::sync::mpsc::Receiver<EarsEvent>,
+    answerer: Answerer,
+) {
+    let turns = AtomicU64::new(0);
+    // A question after the wake phrase starts a conversation; a follow-up
+    // (no phrase, inside the follow-up window) continues it.
+    let mut conversation = String::from("voice");
+    while let Some(ev) = rx.recv().await {
+        let Some(l) = listener.upgrade() else { break };
+        match ev {
+            EarsEvent::Microphone(s) => {
+                let body = match &s {
+                    MicStatus::Open(device) => {
+                        tracing::info!(%device, "microphone capturing");
+                        json!({"active": true, "device": device})
                     }
-                    samples.extend(f);
-                }
-                Ok(MicEvent::Error(e)) => tracing::warn!("microphone: {e}; retrying"),
-                Ok(MicEvent::Started {
-                    device,
-                    rate,
-                    channels,
-                }) => {
-                    tracing::info!(%device, rate, channels, "microphone open")
-                }
-                Err(_) => {}
+                    MicStatus::Closed => {
+                        tracing::info!("microphone closed");
+                        json!({"active": false})
+                    }
+                    MicStatus::Lost(e) => {
+                        tracing::warn!("microphone lost: {e}; retrying");
+                        json!({"active": false, "error": e})
+                    }
+                };
+                l.publish("microphone", None, body);
             }
-        }
-        // The device is closed before the (slow) transcription.
-        drop(mic);
-        if !flowing {
-            return ListenMsg::Failed(
-                Code::DeviceUnavailable,
-                "no audio arrived from the microphone".into(),
-            );
-        }
-        self.state.set(State::Transcribing);
-        let _ = tx.blocking_send(ListenMsg::Transcribing);
-        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((whisper, vad)) = models.as_mut() else {
-            return ListenMsg::Failed(Code::Internal, "speech models not loaded".into());
-        };
-        let opts = TranscribeOptions {
-            threads: self.cfg.threads.max(1),
-            language: (self.cfg.language != "auto").then(|| self.cfg.language.clone()),
-            ..TranscribeOptions::default()
-        };
-        let vopts = VadOptions {
-            speech_pad_ms: 250,
-            ..VadOptions::default()
-        };
-        match transcribe_clip(&samples, Some((vad, &vopts)), whisper, &opts) {
-            Ok(u) => ListenMsg::Transcript(
-                u.iter()
-                    .map(|u| u.text.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            Err(e) => ListenMsg::Failed(Code::Internal, e.to_string()),
+            EarsEvent::SpeechStarted | EarsEvent::Transcribing => {}
+            EarsEvent::Failed(e) => {
+                tracing::error!("hands-free listening stopped: {e}");
+                l.publish("microphone", None, json!({"active": false, "error": e}));
+            }
+            EarsEvent::Heard {
+                transcript,
+                heard,
+                timings,
+            } => {
+                let timings = json!({
+                    "audio_ms": timings.audio_ms,
+                    "transcribe_ms": timings.transcribe_ms,
+                    "end_of_speech_ms": timings.end_of_speech_ms,
+                });
+                match heard {
+                    Heard::Question { text, woke } => {
+                        let id = format!("voice-{}", turns.fetch_add(1, Ordering::SeqCst) + 1);
+                        l.publish(
+                            "transcript.final",
+                            Some(id.clone()),
+                            json!({"text": transcript, "question": text, "wake": woke,
+                                   "source": "hands_free", "timings": timings}),
+                        );
+                        if woke {
+                            conversation = format!("voice:{id}");
+                        }
+                        voice_turn(&l, &answerer, id, text, conversation.clone());
+                    }
+                    Heard::Stop => {
+                        tracing::info!(%transcript, "voice command: stop");
+                        answerer.stop_all();
+                        l.publish(
+                            "voice.command",
+                            None,
+                            json!({"command": "stop", "text": transcript}),
+                        );
+                    }
+                    Heard::WakeOnly => {
+                        l.publish("wake", None, json!({"text": transcript}));
+                    }
+                    Heard::Other => {
+                        tracing::debug!(%transcript, "not for the assistant");
+                    }
+                }
+            }
         }
     }
+}
+
+/// Asks `text` and sends the answer's events to `voice` subscribers.
+fn voice_turn(
+    l: &Arc<Listener>,
+    answerer: &Answerer,
+    id: String,
+    text: String,
+    conversation: String,
+) {
+    let ask = Ask {
+        text,
+        conversation: Some(conversation),
+        max_tokens: None,
+    };
+    let mut turn = match answerer.submit(ask) {
+        Ok(t) => t,
+        Err(e) => {
+            l.publish(
+                "error",
+                Some(id),
+                json!({"code": protocol::answer_code(&e).as_str(), "message": e.to_string()}),
+            );
+            return;
+        }
+    };
+    let l = Arc::downgrade(l);
+    tokio::spawn(async move {
+        while let Some(ev) = turn.events.recv().await {
+            let Some(l) = l.upgrade() else { return };
+            if matches!(ev, TurnEvent::End { .. })
+                && let Some(ears) = &l.ears
+            {
+                ears.answered();
+            }
+            if let Some((kind, body)) = protocol::turn_event(ev, true) {
+                l.publish(kind, Some(id.clone()), body);
+            }
+        }
+    });
 }

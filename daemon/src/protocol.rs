@@ -2,6 +2,7 @@
 //! carries `"v": 1`; requests carry a client-chosen `id` that every event
 //! answering them echoes. See `docs/protocol.md`.
 
+use seer_pipelines::answer::{AnswerError, TurnEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -56,7 +57,7 @@ impl Code {
 
 /// Request types that belong to subsystems not built yet; they are answered
 /// with `unsupported` and listed as such in `describe`.
-pub const UNSUPPORTED: &[&str] = &["set"];
+pub const UNSUPPORTED: &[&str] = &[];
 
 /// Request types served.
 pub const SUPPORTED: &[&str] = &[
@@ -70,10 +71,11 @@ pub const SUPPORTED: &[&str] = &[
     "models.pull",
     "listen.start",
     "listen.stop",
+    "set",
 ];
 
 /// Event names a client may subscribe to.
-pub const SUBSCRIBABLE: &[&str] = &["state"];
+pub const SUBSCRIBABLE: &[&str] = &["state", "voice"];
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +125,13 @@ pub enum Request {
     ListenStart {
         /// Echoed by the transcript and the answer that follow.
         id: String,
+    },
+    /// `set`: change a setting (today: the privacy switch).
+    Set {
+        /// Echoed.
+        id: Option<String>,
+        /// Mute (true) or unmute the microphone and camera.
+        muted: bool,
     },
     /// `listen.stop`: push-to-talk released; transcribe and answer.
     ListenStop {
@@ -198,6 +207,15 @@ struct CancelBody {
 struct PullBody {
     id: String,
     name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    muted: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -315,6 +333,13 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
                 name: b.name,
             }
         }
+        "set" => {
+            let b: SetBody = serde_json::from_value(body.clone()).map_err(field_err)?;
+            let Some(muted) = b.muted else {
+                return Err(bad("set: nothing to set (settable: `muted`)", b.id));
+            };
+            Request::Set { id: b.id, muted }
+        }
         k if UNSUPPORTED.contains(&k) => Request::Unsupported { id, kind },
         other => {
             return Err(bad(
@@ -350,6 +375,42 @@ pub fn error_event(code: Code, message: &str, id: Option<&str>) -> String {
     )
 }
 
+/// The protocol's code for an answer-stage failure.
+pub fn answer_code(e: &AnswerError) -> Code {
+    match e {
+        AnswerError::Busy(_) => Code::Busy,
+        AnswerError::ModelMissing(_) => Code::ModelMissing,
+        AnswerError::BadRequest(_) => Code::BadRequest,
+        AnswerError::Internal(_) => Code::Internal,
+    }
+}
+
+/// A turn's event as its wire `type` and body (without `v`, `type`, `id`);
+/// `None` for a delta when the client asked for no streaming.
+pub fn turn_event(ev: TurnEvent, stream: bool) -> Option<(&'static str, Value)> {
+    Some(match ev {
+        TurnEvent::Queued { position } => {
+            ("state", json!({"state": "queued", "position": position}))
+        }
+        TurnEvent::Thinking => ("state", json!({"state": "thinking"})),
+        TurnEvent::Delta(text) if stream => ("answer.delta", json!({"text": text})),
+        TurnEvent::Delta(_) => return None,
+        TurnEvent::End {
+            text,
+            stop_reason,
+            timings,
+        } => (
+            "answer.end",
+            json!({"text": text, "stop_reason": stop_reason, "timings": timings}),
+        ),
+        TurnEvent::Cancelled => ("cancelled", json!({})),
+        TurnEvent::Failed(e) => (
+            "error",
+            json!({"code": answer_code(&e).as_str(), "message": e.to_string()}),
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,10 +427,21 @@ mod tests {
             parse(br#"{"v":1,"type":"cancel","id":"a"}"#).expect("cancel"),
             Request::Cancel { id: "a".into() }
         );
-        assert!(matches!(
-            parse(br#"{"v":1,"type":"set","id":"m"}"#),
-            Ok(Request::Unsupported { .. })
-        ));
+        assert_eq!(
+            parse(br#"{"v":1,"type":"set","id":"m","muted":true}"#).expect("set"),
+            Request::Set {
+                id: Some("m".into()),
+                muted: true
+            }
+        );
+        assert_eq!(
+            err(r#"{"v":1,"type":"set","id":"m"}"#).code,
+            Code::BadRequest
+        );
+        assert_eq!(
+            err(r#"{"v":1,"type":"set","id":"m","volume":3}"#).code,
+            Code::BadRequest
+        );
         assert_eq!(
             parse(br#"{"v":1,"type":"models.pull","id":"m","name":"x"}"#).expect("pull"),
             Request::ModelsPull {

@@ -3,7 +3,7 @@
 
 use crate::protocol::{self, Code, Request};
 use seer_models::generate::CancelToken;
-use seer_pipelines::answer::{AnswerError, Answerer, Ask, TurnEvent};
+use seer_pipelines::answer::{Answerer, Ask, TurnEvent};
 use seer_pipelines::state::StateBus;
 use serde_json::json;
 use std::collections::HashMap;
@@ -253,6 +253,7 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, mut shutdown: watch
         turns: Arc::default(),
         gone,
         subscribed: Arc::new(AtomicBool::new(false)),
+        voice: Arc::new(AtomicBool::new(false)),
     };
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
@@ -314,12 +315,13 @@ fn start_turn(
     id: String,
     ask: Ask,
     stream: bool,
+    mut on_answered: Option<Box<dyn FnOnce() + Send>>,
 ) {
     let mut turn = match shared.answerer.submit(ask) {
         Ok(t) => t,
         Err(e) => {
             client.send(protocol::error_event(
-                code_of(&e),
+                protocol::answer_code(&e),
                 &e.to_string(),
                 Some(&id),
             ));
@@ -349,34 +351,14 @@ fn start_turn(
             };
             let Some(ev) = ev else { break };
             started |= matches!(ev, TurnEvent::Thinking);
-            let line = match ev {
-                TurnEvent::Queued { position } => protocol::event(
-                    "state",
-                    Some(&id),
-                    json!({"state": "queued", "position": position}),
-                ),
-                TurnEvent::Thinking => {
-                    protocol::event("state", Some(&id), json!({"state": "thinking"}))
-                }
-                TurnEvent::Delta(text) if stream => {
-                    protocol::event("answer.delta", Some(&id), json!({"text": text}))
-                }
-                TurnEvent::Delta(_) => continue,
-                TurnEvent::End {
-                    text,
-                    stop_reason,
-                    timings,
-                } => protocol::event(
-                    "answer.end",
-                    Some(&id),
-                    json!({"text": text, "stop_reason": stop_reason, "timings": timings}),
-                ),
-                TurnEvent::Cancelled => protocol::event("cancelled", Some(&id), json!({})),
-                TurnEvent::Failed(e) => {
-                    protocol::error_event(code_of(&e), &e.to_string(), Some(&id))
-                }
+            let ended = matches!(ev, TurnEvent::End { .. });
+            let Some((kind, body)) = protocol::turn_event(ev, stream) else {
+                continue;
             };
-            client.send(line);
+            if ended && let Some(done) = on_answered.take() {
+                done();
+            }
+            client.send(protocol::event(kind, Some(&id), body));
         }
         turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     });
@@ -410,16 +392,6 @@ fn register(turns: &Mutex<HashMap<String, TurnEntry>>, id: &str, cancel: &Cancel
     );
 }
 
-/// The protocol's code for an answer-stage failure.
-fn code_of(e: &AnswerError) -> Code {
-    match e {
-        AnswerError::Busy(_) => Code::Busy,
-        AnswerError::ModelMissing(_) => Code::ModelMissing,
-        AnswerError::BadRequest(_) => Code::BadRequest,
-        AnswerError::Internal(_) => Code::Internal,
-    }
-}
-
 /// One connection's state.
 struct Conn {
     client: ClientTx,
@@ -428,6 +400,31 @@ struct Conn {
     /// Turns true when the connection ends.
     gone: watch::Receiver<bool>,
     subscribed: Arc<AtomicBool>,
+    /// Whether the connection gets `voice` events already.
+    voice: Arc<AtomicBool>,
+}
+
+/// Sends every broadcast `T` to `client`, rendered by `line`, until the
+/// connection ends. A subscriber that lags skips what it missed.
+fn forward<T: Clone + Send + 'static>(
+    mut rx: tokio::sync::broadcast::Receiver<T>,
+    client: ClientTx,
+    mut gone: watch::Receiver<bool>,
+    line: impl Fn(T) -> String + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            let got = tokio::select! {
+                _ = gone.changed() => break,
+                got = rx.recv() => got,
+            };
+            match got {
+                Ok(v) => client.send(line(v)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    });
 }
 
 struct TurnEntry {
@@ -470,7 +467,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 conversation: a.conversation,
                 max_tokens: a.max_tokens,
             };
-            start_turn(shared, client, turns, a.id, ask, a.stream.unwrap_or(true));
+            start_turn(shared, client, turns, a.id, ask, a.stream.unwrap_or(true), None);
         }
         Request::Cancel { id } => {
             let found = turns
@@ -501,31 +498,33 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 id.as_deref(),
                 json!({"events": events}),
             ));
-            // One stream per connection, however often it subscribes.
-            if events.is_empty() || conn.subscribed.swap(true, Ordering::SeqCst) {
-                return;
+            // One stream per topic and connection, however often it subscribes.
+            let wants = |topic: &str| events.iter().any(|e| e == topic);
+            if wants("state") && !conn.subscribed.swap(true, Ordering::SeqCst) {
+                let rx = shared.state.subscribe();
+                client.send(protocol::event(
+                    "state",
+                    None,
+                    json!({"state": shared.state.get()}),
+                ));
+                forward(rx, client.clone(), conn.gone.clone(), |s| {
+                    protocol::event("state", None, json!({"state": s}))
+                });
             }
-            let mut rx = shared.state.subscribe();
-            let client2 = client.clone();
-            let mut gone = conn.gone.clone();
-            client.send(protocol::event(
-                "state",
-                None,
-                json!({"state": shared.state.get()}),
-            ));
-            tokio::spawn(async move {
-                loop {
-                    let got = tokio::select! {
-                        _ = gone.changed() => break,
-                        got = rx.recv() => got,
-                    };
-                    match got {
-                        Ok(s) => client2.send(protocol::event("state", None, json!({"state": s}))),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(_) => break,
-                    }
-                }
-            });
+            if wants("voice") && !conn.voice.swap(true, Ordering::SeqCst) {
+                let rx = shared.listener.subscribe();
+                client.send(protocol::event(
+                    "microphone",
+                    None,
+                    json!({"active": shared.listener.microphone_active(),
+                           "hands_free": shared.listener.hands_free()}),
+                ));
+                forward(rx, client.clone(), conn.gone.clone(), |v| v.line());
+            }
+        }
+        Request::Set { id, muted } => {
+            shared.state.set_muted(muted);
+            client.send(protocol::event("set", id.as_deref(), json!({"muted": muted})));
         }
         Request::Status { id } => client.send(protocol::event(
             "status",
@@ -533,6 +532,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
             json!({
                 "state": shared.state.get(),
                 "muted": shared.state.muted(),
+                "microphone": shared.listener.microphone_active(),
                 "pending": shared.answerer.pending(),
                 "model": shared.model,
                 "uptime_s": shared.started.elapsed().as_secs(),
@@ -547,7 +547,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 "requests": protocol::SUPPORTED,
                 "unsupported": protocol::UNSUPPORTED,
                 "subscribable": protocol::SUBSCRIBABLE,
-                "capabilities": {"text": true, "voice": true, "vision": false, "models": true},
+                "capabilities": {"text": true, "voice": true, "hands_free": shared.listener.hands_free(), "vision": false, "models": true},
                 "models": {"language": shared.model},
             }),
         )),
@@ -616,7 +616,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
             }
             let cancel = CancelToken::new();
             let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-            if let Err((code, message)) = shared.listener.start(&id, cancel.clone(), tx) {
+            if let Err((code, message)) = shared.listener.push_to_talk(&id, cancel.clone(), tx) {
                 client.send(protocol::error_event(code, &message, Some(&id)));
                 return;
             }
@@ -626,21 +626,22 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
             let client = client.clone();
             let turns = turns.clone();
             tokio::spawn(async move {
-                use crate::listen::ListenMsg;
+                use seer_pipelines::listen::PttMsg;
                 while let Some(msg) = rx.recv().await {
                     match msg {
-                        ListenMsg::Listening => client.send(protocol::event(
+                        PttMsg::Listening => client.send(protocol::event(
                             "state",
                             Some(&id),
                             json!({"state": "listening"}),
                         )),
-                        ListenMsg::Transcribing => client.send(protocol::event(
+                        PttMsg::Transcribing => client.send(protocol::event(
                             "state",
                             Some(&id),
                             json!({"state": "transcribing"}),
                         )),
-                        ListenMsg::Transcript(text) => {
+                        PttMsg::Transcript(text) => {
                             turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                            shared.listener.announce_transcript(&id, &text);
                             client.send(protocol::event(
                                 "transcript.final",
                                 Some(&id),
@@ -659,16 +660,18 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                                     conversation: None,
                                     max_tokens: None,
                                 };
-                                start_turn(&shared, &client, &turns, id.clone(), ask, true);
+                                start_turn(&shared, &client, &turns, id.clone(), ask, true, None);
                             }
                             return;
                         }
-                        ListenMsg::Aborted => {
+                        PttMsg::Aborted => {
                             client.send(protocol::event("cancelled", Some(&id), json!({})))
                         }
-                        ListenMsg::Failed(code, message) => {
-                            client.send(protocol::error_event(code, &message, Some(&id)))
-                        }
+                        PttMsg::Failed(e) => client.send(protocol::error_event(
+                            crate::listen::code_of(&e),
+                            &e.to_string(),
+                            Some(&id),
+                        )),
                     }
                 }
                 turns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);

@@ -44,6 +44,14 @@ pub struct TranscribeOptions {
     /// Beam width; 1 = greedy. Measured here on spoken questions, a beam
     /// of 5 took about 4× as long and changed no transcript.
     pub beam_size: usize,
+    /// Re-decode at higher temperatures when the output looks repetitive
+    /// (whisper's fallback). Off for live commands: on a one-word clip
+    /// ("Stop.") the fallbacks took 9 s here and produced multilingual
+    /// noise, where greedy gives "stop stop stop", which is still "stop".
+    pub fallback: bool,
+    /// Most tokens decoded; 0 = 16 plus 8 per second of audio (speech is
+    /// about 4 tokens a second), which ends repetition loops early.
+    pub max_tokens: usize,
 }
 
 impl Default for TranscribeOptions {
@@ -57,6 +65,8 @@ impl Default for TranscribeOptions {
             min_audio_ctx: 128,
             timestamps: false,
             beam_size: 1,
+            fallback: true,
+            max_tokens: 0,
         }
     }
 }
@@ -193,6 +203,15 @@ impl Transcriber {
         params.set_print_timestamps(false);
         params.set_suppress_blank(true);
         params.set_no_context(true);
+        if !opts.fallback {
+            params.set_temperature_inc(0.0);
+        }
+        let max_tokens = if opts.max_tokens > 0 {
+            opts.max_tokens
+        } else {
+            16 + (audio_ms as usize * 8).div_ceil(1000)
+        };
+        params.set_max_tokens(max_tokens.min(i32::MAX as usize) as i32);
         if audio_ctx < 1500 {
             params.set_audio_ctx(audio_ctx as i32);
         }

@@ -14,5 +14,6 @@
 
 pub mod answer;
 pub mod conversation;
+pub mod listen;
 pub mod state;
 pub mod transcribe;

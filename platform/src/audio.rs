@@ -109,6 +109,27 @@ pub fn read_wav(path: &Path) -> Result<Clip, AudioError> {
     })
 }
 
+/// Writes 16 kHz mono `samples` as a 16-bit WAV file (the listen stage's
+/// debug dump; audio is never written anywhere else).
+pub fn write_wav(path: &Path, samples: &[f32]) -> Result<(), AudioError> {
+    let bad = |e: hound::Error| AudioError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).map_err(bad)?;
+    for s in samples {
+        w.write_sample((s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16)
+            .map_err(bad)?;
+    }
+    w.finalize().map_err(bad)
+}
+
 /// How fast a [`WavSource`] delivers its frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {

@@ -119,6 +119,9 @@ impl Drop for Microphone {
     }
 }
 
+/// Silence from the device this long means it is gone.
+const STALL: Duration = Duration::from_secs(2);
+
 enum Raw {
     Data(Vec<f32>),
     Error(String),
@@ -141,7 +144,16 @@ fn capture_loop(device: Option<String>, tx: SyncSender<MicEvent>, stop: Arc<Atom
                     return;
                 }
                 let err = run(&raw, rate, &tx, &stop);
-                drop(stream);
+                if err.is_some() {
+                    // A stream whose server vanished can hang in its drop
+                    // (ALSA's pulse plugin deadlocks in the cpal thread);
+                    // drop it elsewhere so capture can be retried now.
+                    let _ = std::thread::Builder::new()
+                        .name("microphone-close".into())
+                        .spawn(move || drop(stream));
+                } else {
+                    drop(stream);
+                }
                 match err {
                     Some(e) => {
                         if tx.send(MicEvent::Error(e)).is_err() {
@@ -248,16 +260,32 @@ fn run(
     let mut pending: Vec<f32> = Vec::new();
     let mut out: Vec<f32> = Vec::new();
     let mut dropped = 0u64;
+    let mut last_data = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let msg = match raw.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // A capture device delivers audio (silence included) all
+                // the time; one that goes quiet has gone away without
+                // telling (a sound server killed under ALSA's pulse plugin
+                // blocks the stream instead of failing it).
+                if last_data.elapsed() >= STALL {
+                    return Some(format!(
+                        "no audio for {} s: the device or sound server went away",
+                        STALL.as_secs()
+                    ));
+                }
+                continue;
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 return Some("the capture stream ended".into());
             }
         };
         let data = match msg {
-            Raw::Data(d) => d,
+            Raw::Data(d) => {
+                last_data = std::time::Instant::now();
+                d
+            }
             Raw::Error(e) => return Some(e),
         };
         match rs.as_mut() {

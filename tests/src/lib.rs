@@ -129,11 +129,18 @@ impl Daemon {
     pub fn start_with_model(model: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run/seer.sock");
+        // Hands-free listening opens the microphone at start; tests that do
+        // not configure `[listen]` leave it closed.
+        let listen = if extra.contains("[listen]") {
+            ""
+        } else {
+            "[listen]\nmode = \"push-to-talk\"\n"
+        };
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
             format!(
-                "[model]\n{model}\nbackend = \"cpu\"\nthreads = 1\ncontext_length = 1024\n\n[socket]\npath = {:?}\n{extra}\n{}",
+                "[model]\n{model}\nbackend = \"cpu\"\nthreads = 1\ncontext_length = 1024\n\n[socket]\npath = {:?}\n{extra}\n{listen}{}",
                 socket,
                 // Without a private bus given, stay off the bus so parallel
                 // daemons never compete for the name.
@@ -226,6 +233,61 @@ impl Client {
         let n = self.reader.read_line(&mut line).expect("read event");
         assert!(n > 0, "the daemon closed the connection");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad event {line:?}: {e}"))
+    }
+
+    /// The next event if one arrives within `wait`. A partial line read
+    /// before the timeout would be lost, so only use this where events are
+    /// whole lines apart (they are written one line per write).
+    pub fn recv_timeout(&mut self, wait: Duration) -> Option<Value> {
+        let s = self.reader.get_ref();
+        s.set_read_timeout(Some(wait)).expect("timeout");
+        let mut line = String::new();
+        let got = self.reader.read_line(&mut line);
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        match got {
+            Ok(0) => panic!("the daemon closed the connection"),
+            Ok(_) => Some(
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad event {line:?}: {e}")),
+            ),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                assert!(line.is_empty(), "partial line lost: {line:?}");
+                None
+            }
+            Err(e) => panic!("read event: {e}"),
+        }
+    }
+
+    /// Events until one for which `done` is true (included), failing after
+    /// `limit`.
+    pub fn recv_until_match(
+        &mut self,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        loop {
+            let left = limit.saturating_sub(t0.elapsed());
+            assert!(
+                !left.is_zero(),
+                "nothing matched within {limit:?}: {out:#?}"
+            );
+            if let Some(ev) = self.recv_timeout(left) {
+                let end = done(&ev);
+                out.push(ev);
+                if end {
+                    return out;
+                }
+            }
+        }
     }
 
     /// Events until one of type `until` (included).

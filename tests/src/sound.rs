@@ -17,43 +17,32 @@ impl SoundServer {
     /// Starts it and waits until it answers.
     pub fn start() -> SoundServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("native");
-        let config = dir.path().join("default.pa");
-        std::fs::write(
-            &config,
-            format!(
-                "load-module module-native-protocol-unix auth-anonymous=1 socket={}\n\
-                 load-module module-null-sink sink_name=vsink\n\
-                 set-default-sink vsink\n\
-                 set-default-source vsink.monitor\n",
-                socket.display()
-            ),
-        )
-        .expect("write default.pa");
-        let child = Command::new("pulseaudio")
-            .args([
-                "-n",
-                "--daemonize=no",
-                "--exit-idle-time=-1",
-                "--use-pid-file=no",
-            ])
-            .arg("-F")
-            .arg(&config)
-            .arg(format!(
-                "--log-target=file:{}",
-                dir.path().join("log").display()
-            ))
-            .env("XDG_RUNTIME_DIR", dir.path())
-            .env("HOME", dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pulseaudio (scripts/install-deps.sh installs it)");
+        let child = spawn(dir.path());
         let s = SoundServer { child, dir };
+        s.wait_ready();
+        s
+    }
+
+    /// Kills the server (clients see their device vanish); the socket path
+    /// stays the same for [`SoundServer::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same socket.
+    pub fn restart(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(self.dir.path().join("native"));
+        self.child = spawn(self.dir.path());
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
         let t0 = Instant::now();
         while !Command::new("pactl")
             .arg("info")
-            .env("PULSE_SERVER", s.server())
+            .env("PULSE_SERVER", self.server())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -62,11 +51,10 @@ impl SoundServer {
             assert!(
                 t0.elapsed() < Duration::from_secs(20),
                 "pulseaudio did not start: {}",
-                std::fs::read_to_string(s.dir.path().join("log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        s
     }
 
     /// The `PULSE_SERVER` value clients use.
@@ -88,6 +76,38 @@ impl SoundServer {
     pub fn log(&self) -> PathBuf {
         self.dir.path().join("log")
     }
+}
+
+fn spawn(dir: &Path) -> Child {
+    let socket = dir.join("native");
+    let config = dir.join("default.pa");
+    std::fs::write(
+        &config,
+        format!(
+            "load-module module-native-protocol-unix auth-anonymous=1 socket={}\n\
+             load-module module-null-sink sink_name=vsink\n\
+             set-default-sink vsink\n\
+             set-default-source vsink.monitor\n",
+            socket.display()
+        ),
+    )
+    .expect("write default.pa");
+    Command::new("pulseaudio")
+        .args([
+            "-n",
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "--use-pid-file=no",
+        ])
+        .arg("-F")
+        .arg(&config)
+        .arg(format!("--log-target=file:{}", dir.join("log").display()))
+        .env("XDG_RUNTIME_DIR", dir)
+        .env("HOME", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pulseaudio (scripts/install-deps.sh installs it)")
 }
 
 impl Drop for SoundServer {

@@ -393,7 +393,7 @@ fn push_to_talk_over_dbus_is_answered_with_the_answer_signal() {
     let server = sound.server();
     let _d = bus.seerd_env(
         &format!(
-            "[listen]\nmodel = {:?}\nvad = {:?}\n",
+            "[listen]\nmode = \"push-to-talk\"\nmodel = {:?}\nvad = {:?}\n",
             seer_tests::test_model("ggml-base.bin"),
             seer_tests::test_model("ggml-silero-v6.2.3.bin")
         ),
@@ -402,14 +402,33 @@ fn push_to_talk_over_dbus_is_answered_with_the_answer_signal() {
     let monitor = Monitor::start(&bus);
     let out = bus.busctl(&["call", DEST, PATH, DEST, "StartListening"]);
     assert!(out.status.success(), "{}", text(&out));
-    let got = monitor.seen(&["'State': <'listening'>"], Duration::from_secs(30));
+    // The privacy indicator goes on with the capture, and says so.
+    let got = monitor.seen(
+        &["'State': <'listening'>", "'MicrophoneActive': <true>"],
+        Duration::from_secs(30),
+    );
     assert!(got.iter().any(|l| l.contains("'listening'")), "{got:#?}");
     std::thread::sleep(Duration::from_millis(300));
     sound.play(&wav);
     std::thread::sleep(Duration::from_millis(300));
     let out = bus.busctl(&["call", DEST, PATH, DEST, "StopListening"]);
     assert!(out.status.success(), "{}", text(&out));
-    let got = monitor.seen(&["org.seer.Assistant1.Answer"], Duration::from_secs(120));
+    let got = monitor.seen(
+        &[
+            "org.seer.Assistant1.Answer",
+            "org.seer.Assistant1.Transcript",
+            "'MicrophoneActive': <false>",
+        ],
+        Duration::from_secs(120),
+    );
+    let transcript = got
+        .iter()
+        .find(|l| l.contains("org.seer.Assistant1.Transcript"))
+        .unwrap_or_else(|| panic!("no Transcript signal: {got:#?}"));
+    assert!(
+        transcript.contains("Japan") && transcript.contains("true"),
+        "{transcript}"
+    );
     let answer = got
         .iter()
         .find(|l| l.contains("org.seer.Assistant1.Answer"))

@@ -82,8 +82,8 @@ fn malformed_lines_get_named_errors_and_the_connection_keeps_working() {
         cases.push((format!("[{i}]").into_bytes(), "bad_request"));
         cases.push((vec![b'x'; 5000 + i], "too_large"));
         cases.push((
-            format!("{{\"v\":1,\"type\":\"set\",\"id\":\"l{i}\"}}").into_bytes(),
-            "unsupported",
+            format!("{{\"v\":1,\"type\":\"set\",\"id\":\"l{i}\",\"volume\":{i}}}").into_bytes(),
+            "bad_request",
         ));
     }
     assert_eq!(cases.len(), 200);
@@ -397,7 +397,7 @@ fn readiness_is_notified_and_a_stale_socket_is_replaced() {
     assert_eq!(ev["type"], "describe", "{ev}");
     assert_eq!(ev["protocol"], 1);
     assert!(
-        ev["unsupported"]
+        ev["requests"]
             .as_array()
             .expect("list")
             .iter()

@@ -42,8 +42,11 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // whisper.cpp logs every VAD call and model detail at info;
+        // those lines are for `RUST_LOG=whisper_rs=info` only.
+        tracing_subscriber::EnvFilter::new(format!("{level},whisper_rs=warn"))
+    });
     let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -135,11 +138,13 @@ fn run() -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = server::bind(&socket, group)?;
-        let ptt = Arc::new(seer_daemon::listen::Listener::new(
+        let ptt = seer_daemon::listen::Listener::start(
             config.listen.clone(),
             config.model.clone(),
             state.clone(),
-        ));
+            answerer.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let shared = Arc::new(Shared {
             answerer: answerer.clone(),
             state,

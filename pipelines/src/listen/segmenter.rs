@@ -1,0 +1,243 @@
+//! Streaming speech segmentation: Silero VAD scores the live audio in
+//! 32 ms windows, and a small state machine with hysteresis turns the
+//! scores into utterances.
+//!
+//! whisper.cpp's VAD resets the model's LSTM state on every call, so each
+//! hop is scored together with the audio just before it (`CONTEXT`), which
+//! warms the state up; only the new windows' scores are used. That costs
+//! about three windows' work per new window, a few ms per second of audio.
+
+use seer_models::Result;
+use seer_models::vad::Vad;
+use seer_platform::audio::{FRAME, RATE as RATE_HZ};
+use std::collections::VecDeque;
+
+/// Silero's window, samples (32 ms at 16 kHz).
+pub const WINDOW: usize = 512;
+const _: () = assert!(FRAME == WINDOW, "the microphone's frames are VAD windows");
+/// Windows scored per VAD call (256 ms): the latency the VAD adds.
+const HOP: usize = 8;
+/// Windows of earlier audio scored with each hop to warm up the LSTM.
+const CONTEXT: usize = 16;
+/// Samples per second.
+const RATE: usize = RATE_HZ as usize;
+const WINDOW_MS: u32 = (WINDOW * 1000 / RATE) as u32;
+
+/// When speech starts and ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmenterOptions {
+    /// A window at or above this probability starts speech.
+    pub start_threshold: f32,
+    /// Inside speech, windows at or above this still count as speech
+    /// (hysteresis: a soft syllable does not end the utterance).
+    pub stop_threshold: f32,
+    /// Utterances with less speech than this are dropped (coughs, clicks), ms.
+    pub min_speech_ms: u32,
+    /// Silence that ends an utterance (the pause between sentences must be
+    /// shorter), ms. The end-of-speech latency is at least this.
+    pub hangover_ms: u32,
+    /// Audio kept from before the speech started (the VAD is late on soft
+    /// onsets), ms.
+    pub pre_roll_ms: u32,
+    /// Trailing silence kept after the speech, ms.
+    pub post_roll_ms: u32,
+    /// Longer utterances are cut here, seconds.
+    pub max_seconds: f32,
+}
+
+impl Default for SegmenterOptions {
+    fn default() -> Self {
+        Self {
+            start_threshold: 0.5,
+            stop_threshold: 0.35,
+            min_speech_ms: 250,
+            hangover_ms: 600,
+            pre_roll_ms: 300,
+            post_roll_ms: 200,
+            max_seconds: 30.0,
+        }
+    }
+}
+
+/// What the segmenter saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SegmentEvent {
+    /// Speech has lasted `min_speech_ms`: an utterance is under way.
+    Started,
+    /// An utterance ended (or reached `max_seconds`).
+    Utterance(Utterance),
+    /// Speech too short to count ended; nothing follows.
+    Dropped,
+}
+
+/// One utterance's audio (16 kHz mono) and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Utterance {
+    /// Pre-roll, speech and post-roll.
+    pub samples: Vec<f32>,
+    /// Audio between the last speech window and the moment the utterance
+    /// was closed, ms (the hangover, plus up to one hop): how long ago the
+    /// speaker stopped talking.
+    pub since_speech_end_ms: u32,
+    /// Whether `max_seconds` cut it.
+    pub cut: bool,
+}
+
+struct Active {
+    samples: Vec<f32>,
+    speech_windows: u32,
+    silence_windows: u32,
+    /// `samples.len()` after the last speech window.
+    speech_end: usize,
+    started: bool,
+}
+
+/// Streaming segmenter over 16 kHz mono audio; feed it with [`push`](Self::push).
+pub struct Segmenter {
+    opts: SegmenterOptions,
+    /// Audio not yet scored (less than a hop).
+    pending: Vec<f32>,
+    /// Scored audio kept as VAD context.
+    context: VecDeque<f32>,
+    /// Audio kept while idle for the pre-roll.
+    pre: VecDeque<f32>,
+    active: Option<Active>,
+}
+
+impl std::fmt::Debug for Segmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segmenter")
+            .field("opts", &self.opts)
+            .field("in_speech", &self.active.is_some())
+            .finish()
+    }
+}
+
+fn ms_to_windows(ms: u32) -> u32 {
+    ms.div_ceil(WINDOW_MS)
+}
+
+impl Segmenter {
+    /// A segmenter with `opts`.
+    pub fn new(opts: SegmenterOptions) -> Self {
+        Self {
+            opts,
+            pending: Vec::new(),
+            context: VecDeque::new(),
+            pre: VecDeque::new(),
+            active: None,
+        }
+    }
+
+    /// Forgets everything heard (after a pause in capture: audio on either
+    /// side of a gap is not one utterance).
+    pub fn reset(&mut self) {
+        self.pending.clear();
+        self.context.clear();
+        self.pre.clear();
+        self.active = None;
+    }
+
+    /// Whether an utterance is under way.
+    pub fn in_speech(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| a.started)
+    }
+
+    /// Adds audio; returns what happened in it. Scoring runs once a hop
+    /// (256 ms) of audio is there.
+    pub fn push(&mut self, vad: &mut Vad, samples: &[f32]) -> Result<Vec<SegmentEvent>> {
+        self.pending.extend_from_slice(samples);
+        let mut events = Vec::new();
+        while self.pending.len() >= HOP * WINDOW {
+            let hop: Vec<f32> = self.pending.drain(..HOP * WINDOW).collect();
+            let mut input: Vec<f32> = self.context.iter().copied().collect();
+            let ctx_windows = input.len() / WINDOW;
+            input.extend_from_slice(&hop);
+            let probs = vad.probabilities(&input)?;
+            for (i, window) in hop.chunks_exact(WINDOW).enumerate() {
+                let p = probs.get(ctx_windows + i).copied().unwrap_or(0.0);
+                if let Some(ev) = self.step(window, p) {
+                    events.push(ev);
+                }
+            }
+            self.context.extend(hop);
+            while self.context.len() > CONTEXT * WINDOW {
+                self.context.pop_front();
+            }
+        }
+        Ok(events)
+    }
+
+    fn step(&mut self, window: &[f32], p: f32) -> Option<SegmentEvent> {
+        let o = &self.opts;
+        let Some(a) = self.active.as_mut() else {
+            if p >= o.start_threshold {
+                let mut samples: Vec<f32> = self.pre.drain(..).collect();
+                samples.extend_from_slice(window);
+                let speech_end = samples.len();
+                self.active = Some(Active {
+                    samples,
+                    speech_windows: 1,
+                    silence_windows: 0,
+                    speech_end,
+                    started: false,
+                });
+                return self.check_started();
+            }
+            self.pre.extend(window.iter().copied());
+            let keep = o.pre_roll_ms as usize * RATE / 1000;
+            while self.pre.len() > keep {
+                self.pre.pop_front();
+            }
+            return None;
+        };
+        a.samples.extend_from_slice(window);
+        if p >= o.stop_threshold {
+            a.speech_windows += 1;
+            a.silence_windows = 0;
+            a.speech_end = a.samples.len();
+        } else {
+            a.silence_windows += 1;
+        }
+        if a.silence_windows >= ms_to_windows(o.hangover_ms) {
+            return Some(self.finish(false));
+        }
+        if a.samples.len() as f32 >= o.max_seconds * RATE as f32 {
+            return Some(self.finish(true));
+        }
+        self.check_started()
+    }
+
+    fn check_started(&mut self) -> Option<SegmentEvent> {
+        let min = ms_to_windows(self.opts.min_speech_ms);
+        let a = self.active.as_mut()?;
+        if !a.started && a.speech_windows >= min {
+            a.started = true;
+            return Some(SegmentEvent::Started);
+        }
+        None
+    }
+
+    fn finish(&mut self, cut: bool) -> SegmentEvent {
+        let Some(mut a) = self.active.take() else {
+            return SegmentEvent::Dropped;
+        };
+        let tail = a.samples.len() - a.speech_end;
+        let since_speech_end_ms = (tail * 1000 / RATE) as u32;
+        let keep =
+            (a.speech_end + self.opts.post_roll_ms as usize * RATE / 1000).min(a.samples.len());
+        // The silence after the utterance is the next one's pre-roll.
+        let pre_keep = self.opts.pre_roll_ms as usize * RATE / 1000;
+        let from = a.samples.len().saturating_sub(pre_keep).max(keep);
+        self.pre = a.samples[from..].iter().copied().collect();
+        if !a.started {
+            return SegmentEvent::Dropped;
+        }
+        a.samples.truncate(keep);
+        SegmentEvent::Utterance(Utterance {
+            samples: a.samples,
+            since_speech_end_ms,
+            cut,
+        })
+    }
+}
