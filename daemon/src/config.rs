@@ -20,6 +20,24 @@ pub struct Config {
     pub dbus: DbusConfig,
     /// Listening: microphone and speech recognition.
     pub listen: ListenConfig,
+    /// Images and the camera.
+    pub vision: VisionConfig,
+}
+
+/// `[vision]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisionConfig {
+    /// Larger images are refused (`too_large`) before they are decoded.
+    pub max_pixels: u64,
+}
+
+impl Default for VisionConfig {
+    fn default() -> Self {
+        Self {
+            max_pixels: seer_platform::frames::DEFAULT_MAX_PIXELS,
+        }
+    }
 }
 
 /// How the microphone is used.

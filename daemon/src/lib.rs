@@ -9,7 +9,9 @@
 //!   answer stage and state bus with the socket.
 //! - [`models`]: the model catalogue and downloads for `seer models` and the
 //!   socket's `models.list` / `models.pull`.
-//! - [`listen`]: push-to-talk: microphone → VAD → whisper → the answer stage.
+//! - [`listen`]: hands-free and push-to-talk listening (the listen stage
+//!   in `seer-pipelines`) and the `voice` broadcast.
+//! - [`vision`]: images attached to questions, read and bounded safely.
 //! - [`systemd`]: readiness notification.
 //!
 //! The binaries are thin: `seerd` wires config → engine → answer stage →
@@ -22,3 +24,4 @@ pub mod models;
 pub mod protocol;
 pub mod server;
 pub mod systemd;
+pub mod vision;

@@ -164,9 +164,24 @@ pub struct AskRequest {
     /// Stream `answer.delta` events (default true).
     #[serde(default)]
     pub stream: Option<bool>,
-    /// An image to look at (vision has not landed: `unsupported`).
+    /// An image to look at: exactly one of its fields.
     #[serde(default)]
-    pub image: Option<Value>,
+    pub image: Option<ImageRef>,
+}
+
+/// Where an `ask`'s image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRef {
+    /// A file the daemon reads.
+    #[serde(default)]
+    pub path: Option<std::path::PathBuf>,
+    /// The file's bytes, base64 (standard alphabet, padding optional).
+    #[serde(default)]
+    pub base64: Option<String>,
+    /// The camera's current (sharpest recent) frame.
+    #[serde(default)]
+    pub camera: Option<bool>,
 }
 
 /// A request that could not be parsed: the code, a message naming the
@@ -273,6 +288,17 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             }
             if a.id.is_empty() {
                 return Err(bad("ask: `id` is empty", None));
+            }
+            if let Some(img) = &a.image {
+                let given = usize::from(img.path.is_some())
+                    + usize::from(img.base64.is_some())
+                    + usize::from(img.camera == Some(true));
+                if given != 1 || img.camera == Some(false) {
+                    return Err(bad(
+                        "ask.image: give exactly one of `path`, `base64` or `camera: true`",
+                        Some(a.id),
+                    ));
+                }
             }
             Request::Ask(a)
         }

@@ -37,6 +37,8 @@ pub struct Shared {
     pub models: Arc<crate::models::Models>,
     /// The microphone and speech recognition (push-to-talk).
     pub listener: Arc<crate::listen::Listener>,
+    /// `[vision] max_pixels`.
+    pub max_image_pixels: u64,
 }
 
 /// Why the socket could not be opened.
@@ -439,12 +441,28 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
     let turns = &conn.turns;
     match req {
         Request::Ask(a) => {
-            if a.image.is_some() {
-                client.send(protocol::error_event(
-                    Code::Unsupported,
-                    "ask.image: vision has not landed in this build (see describe)",
-                    Some(&a.id),
-                ));
+            if let Some(image) = a.image {
+                // Read and checked off the executor: a bad image gets its
+                // own error; a good one waits for the vision model.
+                let client = client.clone();
+                let max = shared.max_image_pixels;
+                tokio::spawn(async move {
+                    let checked =
+                        tokio::task::spawn_blocking(move || crate::vision::load(&image, max)).await;
+                    let (code, message) = match checked {
+                        Ok(Ok(img)) => (
+                            Code::Unsupported,
+                            format!(
+                                "ask.image: the {}×{} image is fine, but vision has not landed in this build (see describe)",
+                                img.width(),
+                                img.height()
+                            ),
+                        ),
+                        Ok(Err(e)) => e,
+                        Err(e) => (Code::Internal, format!("reading the image: {e}")),
+                    };
+                    client.send(protocol::error_event(code, &message, Some(&a.id)));
+                });
                 return;
             }
             if turns

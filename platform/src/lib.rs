@@ -1,5 +1,5 @@
 //! `seer-platform`: Seer's devices, turned into plain data for the
-//! pipelines (16 kHz mono `f32` frames for audio).
+//! pipelines (16 kHz mono `f32` frames for audio, RGB images for vision).
 //!
 //! - [`audio`]: audio in any rate, channel count and sample format, made 16
 //!   kHz mono; [`audio::WavSource`] plays a WAV file as a stream of frames,
@@ -7,8 +7,12 @@
 //!   exercise the same path as the microphone.
 //! - [`mic`]: the microphone (cpal), with device errors reported as events
 //!   and capture restarted when the device comes back.
+//! - [`frames`]: images decoded safely (pixel count checked before any
+//!   decoding), scored for sharpness, kept in a [`frames::FrameStore`];
+//!   [`frames::ImageSource`] is a camera made of image files.
 //!
 //! `platform` never depends on `models` or on anything above it.
 
 pub mod audio;
+pub mod frames;
 pub mod mic;

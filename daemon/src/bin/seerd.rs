@@ -155,6 +155,7 @@ fn run() -> Result<()> {
             started: std::time::Instant::now(),
             models,
             listener: ptt,
+            max_image_pixels: config.vision.max_pixels,
         });
         let _dbus = match config.dbus.bus {
             DbusBus::Off => None,
