@@ -449,6 +449,18 @@ impl Config {
                 l.max_seconds
             )));
         }
+        if !(100..=10_000).contains(&l.hangover_ms) {
+            return Err(invalid(format!(
+                "listen.hangover_ms = {} must be between 100 and 10000",
+                l.hangover_ms
+            )));
+        }
+        if !(0.0..=3600.0).contains(&l.follow_up_seconds) {
+            return Err(invalid(format!(
+                "listen.follow_up_seconds = {} must be between 0 and 3600",
+                l.follow_up_seconds
+            )));
+        }
         if l.mode == ListenMode::Wake && !l.wake_phrase.chars().any(char::is_alphanumeric) {
             return Err(invalid(format!(
                 "listen.wake_phrase = {:?} has no words (or set listen.mode = \"push-to-talk\")",
@@ -527,6 +539,12 @@ mod tests {
             Config::parse("[listen]\nwake_phrase = \" ,\"\n", Path::new("c.toml")).expect("parses");
         let e = c.validate(None).expect_err("empty phrase").to_string();
         assert!(e.contains("listen.wake_phrase"), "{e}");
+        for bad in ["follow_up_seconds = inf", "hangover_ms = 0"] {
+            let c =
+                Config::parse(&format!("[listen]\n{bad}\n"), Path::new("c.toml")).expect("parses");
+            let e = c.validate(None).expect_err(bad).to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap_or(bad)), "{e}");
+        }
         let c = Config::parse("[listen]\nmode = \"push-to-talk\"\n", Path::new("c.toml"))
             .expect("parses");
         assert_eq!(c.listen.mode, ListenMode::PushToTalk);

@@ -17,7 +17,7 @@ use seer_pipelines::listen::segmenter::SegmenterOptions;
 use seer_pipelines::listen::{
     Ears, EarsConfig, EarsEvent, Heard, ListenError, MicStatus, PttMsg, SpeechModels, WakeConfig,
 };
-use seer_pipelines::state::StateBus;
+use seer_pipelines::state::{State, StateBus};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -241,6 +241,8 @@ async fn dispatch(
     // A question after the wake phrase starts a conversation; a follow-up
     // (no phrase, inside the follow-up window) continues it.
     let mut conversation = String::from("voice");
+    // "Hey Seer." alone: the question that follows starts afresh too.
+    let mut fresh = false;
     while let Some(ev) = rx.recv().await {
         let Some(l) = listener.upgrade() else { break };
         match ev {
@@ -285,7 +287,7 @@ async fn dispatch(
                             json!({"text": transcript, "question": text, "wake": woke,
                                    "source": "hands_free", "timings": timings}),
                         );
-                        if woke {
+                        if woke || std::mem::take(&mut fresh) {
                             conversation = format!("voice:{id}");
                         }
                         voice_turn(&l, &answerer, id, text, conversation.clone());
@@ -300,6 +302,7 @@ async fn dispatch(
                         );
                     }
                     Heard::WakeOnly => {
+                        fresh = true;
                         l.publish("wake", None, json!({"text": transcript}));
                     }
                     Heard::Other => {
@@ -327,6 +330,7 @@ fn voice_turn(
     let mut turn = match answerer.submit(ask) {
         Ok(t) => t,
         Err(e) => {
+            l.state.set_if(&[State::Transcribing], State::Idle);
             l.publish(
                 "error",
                 Some(id),

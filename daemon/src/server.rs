@@ -4,7 +4,7 @@
 use crate::protocol::{self, Code, Request};
 use seer_models::generate::CancelToken;
 use seer_pipelines::answer::{Answerer, Ask, TurnEvent};
-use seer_pipelines::state::StateBus;
+use seer_pipelines::state::{State, StateBus};
 use serde_json::json;
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -322,6 +322,9 @@ fn start_turn(
     let mut turn = match shared.answerer.submit(ask) {
         Ok(t) => t,
         Err(e) => {
+            // A spoken question leaves `transcribing` for its answer to
+            // replace; with no answer coming, clear it.
+            shared.state.set_if(&[State::Transcribing], State::Idle);
             client.send(protocol::error_event(
                 protocol::answer_code(&e),
                 &e.to_string(),
@@ -665,8 +668,15 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                                 Some(&id),
                                 json!({"text": text}),
                             ));
+                            if cancel.is_cancelled() {
+                                // The connection went away (or cancelled)
+                                // while whisper ran: no answer for nobody.
+                                shared.state.set_if(&[State::Transcribing], State::Idle);
+                                client.send(protocol::event("cancelled", Some(&id), json!({})));
+                                return;
+                            }
                             if text.trim().is_empty() {
-                                shared.state.set(seer_pipelines::state::State::Idle);
+                                shared.state.set_if(&[State::Transcribing], State::Idle);
                                 client.send(protocol::error_event(
                                     Code::BadRequest,
                                     "no speech was heard",

@@ -85,6 +85,16 @@ impl StateBus {
         }
     }
 
+    /// Sets the state to `s` only if it is one of `from` now, checked and
+    /// set under one lock (so a stage never hides another's newer state).
+    pub fn set_if(&self, from: &[State], s: State) {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if from.contains(&cur) && *cur != s {
+            *cur = s;
+            let _ = self.tx.send(s);
+        }
+    }
+
     /// The current state.
     pub fn get(&self) -> State {
         *self.current.lock().unwrap_or_else(|p| p.into_inner())

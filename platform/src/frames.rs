@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 /// Pixels allowed by default: a 12 MP phone photo fits, a bomb does not.
 pub const DEFAULT_MAX_PIXELS: u64 = 16_000_000;
 
+/// Image files larger than this are refused unread (a 12 MP JPEG is a
+/// few MB; an uncompressed 16 MP BMP is 48 MB).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Why an image was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -131,10 +135,29 @@ fn classify(e: image::ImageError, what: &str) -> ImageError {
 
 /// Reads and decodes an image file (see [`decode`]).
 pub fn load(path: &Path, max_pixels: u64) -> Result<RgbImage, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+    use std::io::Read;
+    let io = |source| ImageError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    // Only regular files, and only as many bytes as an image may have: a
+    // path to /dev/zero or a FIFO must not hang or fill memory.
+    let file = std::fs::File::open(path).map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(ImageError::Unsupported {
+            what: format!("{} (not a regular file)", path.display()),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ImageError::Corrupt {
+            what: path.display().to_string(),
+            reason: format!("larger than {} MiB", MAX_FILE_BYTES >> 20),
+        });
+    }
     decode(&bytes, &path.display().to_string(), max_pixels)
 }
 

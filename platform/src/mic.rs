@@ -121,6 +121,8 @@ impl Drop for Microphone {
 
 /// Silence from the device this long means it is gone.
 const STALL: Duration = Duration::from_secs(2);
+/// How long a freshly opened device may take to deliver anything.
+const FIRST_DATA: Duration = Duration::from_secs(10);
 
 enum Raw {
     Data(Vec<f32>),
@@ -132,7 +134,7 @@ fn capture_loop(device: Option<String>, tx: SyncSender<MicEvent>, stop: Arc<Atom
     while !stop.load(Ordering::SeqCst) {
         match open(device.as_deref()) {
             Ok((stream, raw, name, rate, channels)) => {
-                backoff = Duration::from_millis(250);
+                let opened = std::time::Instant::now();
                 if tx
                     .send(MicEvent::Started {
                         device: name,
@@ -144,6 +146,11 @@ fn capture_loop(device: Option<String>, tx: SyncSender<MicEvent>, stop: Arc<Atom
                     return;
                 }
                 let err = run(&raw, rate, &tx, &stop);
+                // Only a stream that ran a while earns a quick retry: one
+                // that opens and then stalls again keeps backing off.
+                if opened.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_millis(250);
+                }
                 if err.is_some() {
                     // A stream whose server vanished can hang in its drop
                     // (ALSA's pulse plugin deadlocks in the cpal thread);
@@ -261,6 +268,7 @@ fn run(
     let mut out: Vec<f32> = Vec::new();
     let mut dropped = 0u64;
     let mut last_data = std::time::Instant::now();
+    let mut got_data = false;
     while !stop.load(Ordering::SeqCst) {
         let msg = match raw.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
@@ -269,10 +277,13 @@ fn run(
                 // the time; one that goes quiet has gone away without
                 // telling (a sound server killed under ALSA's pulse plugin
                 // blocks the stream instead of failing it).
-                if last_data.elapsed() >= STALL {
+                // A device may take a while to deliver its first period
+                // (PulseAudio took ~1.8 s here); after that, gaps are short.
+                let limit = if got_data { STALL } else { FIRST_DATA };
+                if last_data.elapsed() >= limit {
                     return Some(format!(
                         "no audio for {} s: the device or sound server went away",
-                        STALL.as_secs()
+                        limit.as_secs()
                     ));
                 }
                 continue;
@@ -284,6 +295,7 @@ fn run(
         let data = match msg {
             Raw::Data(d) => {
                 last_data = std::time::Instant::now();
+                got_data = true;
                 d
             }
             Raw::Error(e) => return Some(e),

@@ -455,9 +455,7 @@ impl Worker {
         self.ptt_flowing = false;
         // Whatever the always-on segmenter was hearing belongs to the
         // push-to-talk capture now.
-        if let Some(s) = self.segmenter.as_mut() {
-            s.reset();
-        }
+        self.reset_segmenter();
         self.ptt = Some(req);
     }
 
@@ -471,18 +469,25 @@ impl Worker {
 
     fn abort_ptt(&mut self) {
         if let Some(req) = self.ptt.take() {
-            self.ptt_samples.clear();
+            self.ptt_samples = Vec::new();
             self.finish_ptt(req, PttMsg::Aborted);
         }
     }
 
     /// Sets the listen states without hiding an answer in progress.
     fn set_state(&self, s: State) {
-        if matches!(
-            self.state.get(),
-            State::Idle | State::Listening | State::Transcribing
-        ) {
-            self.state.set(s);
+        self.state
+            .set_if(&[State::Idle, State::Listening, State::Transcribing], s);
+    }
+
+    /// Forgets a half-heard utterance (capture paused, muted, device
+    /// lost, push-to-talk took over), and the `listening` it showed.
+    fn reset_segmenter(&mut self) {
+        if let Some(s) = self.segmenter.as_mut() {
+            if s.in_speech() {
+                self.state.set_if(&[State::Listening], State::Idle);
+            }
+            s.reset();
         }
     }
 
@@ -502,12 +507,12 @@ impl Worker {
     }
 
     fn close_mic(&mut self) {
-        // Dropping the microphone closes the device (joins its thread).
-        self.mic = None;
+        // The receiver goes first: a capture thread blocked sending to it
+        // then returns, and dropping the microphone (which joins that
+        // thread and closes the device) cannot hang.
         self.mic_rx = None;
-        if let Some(s) = self.segmenter.as_mut() {
-            s.reset();
-        }
+        self.mic = None;
+        self.reset_segmenter();
         self.set_mic_status(MicStatus::Closed);
     }
 
@@ -541,9 +546,7 @@ impl Worker {
                 }
                 MicEvent::Error(e) => {
                     tracing::warn!("microphone: {e}; retrying");
-                    if let Some(s) = self.segmenter.as_mut() {
-                        s.reset();
-                    }
+                    self.reset_segmenter();
                     self.set_mic_status(MicStatus::Lost(e));
                 }
                 MicEvent::Frame(f) => self.frame(f),
@@ -552,6 +555,10 @@ impl Worker {
     }
 
     fn frame(&mut self, f: Vec<f32>) {
+        // Frames already queued when the switch flipped are not heard.
+        if self.state.muted() {
+            return;
+        }
         if let Some(device) = self.pending_device.take() {
             self.set_mic_status(MicStatus::Open(device));
         } else if !matches!(self.mic_status, MicStatus::Open(_)) {
@@ -617,6 +624,11 @@ impl Worker {
                 return;
             }
         };
+        if self.state.muted() {
+            // Muted while whisper ran: what was said is not used.
+            self.set_state(State::Idle);
+            return;
+        }
         let text = wake::collapse_repeats(&t.text);
         let expecting = self.expect_until.is_some_and(|t| Instant::now() < t);
         let heard = wake::classify(&text, &wake.phrase, expecting);

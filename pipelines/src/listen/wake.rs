@@ -9,7 +9,7 @@
 
 /// Lower-case words with punctuation removed ("Hey, Seer!" → ["hey", "seer"]).
 pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, '-' | '—' | '–' | '/'))
+    text.split(is_separator)
         .map(|w| {
             w.chars()
                 .filter(|c| c.is_alphanumeric() || *c == '\'')
@@ -18,6 +18,11 @@ pub fn words(text: &str) -> Vec<String> {
         })
         .filter(|w| !w.is_empty())
         .collect()
+}
+
+/// What separates words ("hey-seer/what" is three words).
+fn is_separator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '-' | '—' | '–' | '/')
 }
 
 /// Where the wake phrase ends in `text`, in words, if `text` starts with it
@@ -110,7 +115,7 @@ pub fn classify(text: &str, phrase: &str, expecting: bool) -> Heard {
 fn original_after(text: &str, n: usize) -> String {
     let mut seen = 0;
     let mut rest = text;
-    for piece in text.split_inclusive(char::is_whitespace) {
+    for piece in text.split_inclusive(is_separator) {
         if seen == n {
             break;
         }
@@ -119,7 +124,7 @@ fn original_after(text: &str, n: usize) -> String {
         }
         rest = &rest[piece.len()..];
     }
-    let rest = rest.trim_start_matches(|c: char| c.is_whitespace() || ",.;:!-".contains(c));
+    let rest = rest.trim_start_matches(|c: char| is_separator(c) || ",.;:!".contains(c));
     let mut out = String::with_capacity(rest.len());
     let mut chars = rest.chars();
     if let Some(first) = chars.next() {
@@ -192,6 +197,14 @@ mod tests {
             q("Tell me a joke.", true)
         );
         assert_eq!(classify("Hey Seer.", p, false), Heard::WakeOnly);
+        assert_eq!(
+            classify("Hey Seer—what time is it?", p, false),
+            q("What time is it?", true)
+        );
+        assert_eq!(
+            classify("Hey Seer, où est la gare ?", p, false),
+            q("Où est la gare ?", true)
+        );
         assert_eq!(
             classify("What is the capital of Japan?", p, false),
             Heard::Other
