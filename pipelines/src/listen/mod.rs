@@ -545,7 +545,8 @@ impl Worker {
                     self.pending_device = Some(device);
                 }
                 MicEvent::Error(e) => {
-                    tracing::warn!("microphone: {e}; retrying");
+                    // Logged once per change by the daemon (`microphone lost`).
+                    tracing::debug!("microphone: {e}; retrying");
                     self.reset_segmenter();
                     self.set_mic_status(MicStatus::Lost(e));
                 }
