@@ -14,8 +14,9 @@
 use crate::device::{self, BackendKind, OpenedDevice};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::llama::{KvCache, Llama, WeightFormat, load_gguf};
+use crate::llama::{KvCache, Llama, WeightFormat, load_gguf, load_hf};
 use crate::tokenizer::{ChatTemplate, Message, TextTokenizer};
+use crate::vision::{PreparedImage, Vision};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -99,6 +100,13 @@ pub struct Request {
     pub sampling: Sampling,
     /// Keep generating past end-of-sequence tokens (benchmarks only).
     pub ignore_eos: bool,
+    /// The prompt's input embeddings `[prompt, hidden]` when they are not
+    /// just the token embeddings (image features merged in); see
+    /// [`Engine::image_prompt`].
+    pub embeds: Option<burn::tensor::Tensor<2>>,
+    /// Time already spent encoding the prompt's images, reported in
+    /// [`Timings::image_encode_ms`].
+    pub image_encode_ms: f64,
 }
 
 impl Request {
@@ -110,8 +118,48 @@ impl Request {
             stop: Vec::new(),
             sampling: Sampling::default(),
             ignore_eos: false,
+            embeds: None,
+            image_encode_ms: 0.0,
         }
     }
+
+    /// A greedy request that answers an [`ImagePrompt`].
+    pub fn with_image(prompt: ImagePrompt, max_tokens: usize) -> Self {
+        let mut r = Self::new(prompt.ids, max_tokens);
+        r.embeds = Some(prompt.embeds);
+        r.image_encode_ms = prompt.encode_ms;
+        r
+    }
+}
+
+/// A prompt with an image in it, ready for [`Request::with_image`].
+#[derive(Debug, Clone)]
+pub struct ImagePrompt {
+    /// Token ids, `<image>` placeholders expanded.
+    pub ids: Vec<u32>,
+    /// Their input embeddings with the image features merged in.
+    pub embeds: burn::tensor::Tensor<2>,
+    /// Tiles the image was cut into (1 when untiled).
+    pub tiles: usize,
+    /// Image tokens in `ids`.
+    pub image_tokens: usize,
+    /// Preprocessing and vision-tower time.
+    pub encode_ms: f64,
+}
+
+/// Where a vision-language model's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VlmFiles {
+    /// An HF SmolVLM directory (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`, processor configs), as published on the Hub.
+    HfDir(std::path::PathBuf),
+    /// llama.cpp's pair: the decoder GGUF and the `mmproj` GGUF.
+    GgufPair {
+        /// The language model.
+        model: std::path::PathBuf,
+        /// The vision tower and projector.
+        mmproj: std::path::PathBuf,
+    },
 }
 
 /// Why generation ended.
@@ -145,6 +193,8 @@ pub struct Timings {
     pub decode_ms: f64,
     /// Prompt tokens per second.
     pub prefill_tokens_per_s: f64,
+    /// Resizing, tiling and the vision tower, before prefill (0 without an image).
+    pub image_encode_ms: f64,
     /// Generated tokens per second after the first.
     pub decode_tokens_per_s: f64,
 }
@@ -214,6 +264,8 @@ impl Default for EngineOptions {
 #[derive(Debug)]
 pub struct Engine {
     model: Llama,
+    /// The vision tower of a vision-language model.
+    vision: Option<Vision>,
     tokenizer: TextTokenizer,
     device: OpenedDevice,
     context_length: usize,
@@ -260,11 +312,114 @@ impl Engine {
     ) -> Self {
         Self {
             model,
+            vision: None,
             tokenizer,
             device,
             context_length,
             load_time,
         }
+    }
+
+    /// Loads a vision-language model (SmolVLM) from an HF directory or a GGUF
+    /// pair. `tiling` cuts large photos into full-resolution tiles plus a
+    /// global view (more detail, up to 17× the image tokens).
+    pub fn load_vlm(files: &VlmFiles, opts: &EngineOptions, tiling: bool) -> Result<Self> {
+        let t0 = Instant::now();
+        let device = device::open(opts.backend)?;
+        let (model, tokenizer, mut vision) = match files {
+            VlmFiles::HfDir(dir) => {
+                let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+                let model = load_hf(dir, &device.device)?;
+                let vision = Vision::load_hf(dir, &device.device)?;
+                (model, tok, vision)
+            }
+            VlmFiles::GgufPair { model, mmproj } => {
+                let gguf = GgufFile::open(model)?;
+                let tok = TextTokenizer::from_gguf(&gguf)?;
+                let format = opts.weights.unwrap_or(match device.kind {
+                    BackendKind::Cpu => WeightFormat::Native,
+                    _ => WeightFormat::F32,
+                });
+                let llama = load_gguf(&gguf, &device.device, format)?;
+                let image_token = tok
+                    .token_to_id(crate::vision::IMAGE_PLACEHOLDER)
+                    .ok_or_else(|| {
+                        ModelError::Tokenizer(format!(
+                            "{}: the vocabulary has no `<image>` token; not a vision-language model",
+                            model.display()
+                        ))
+                    })?;
+                let vision = Vision::load_mmproj(mmproj, image_token, &device.device)?;
+                (llama, tok, vision)
+            }
+        };
+        vision.check_decoder(&model)?;
+        vision.set_tiling(tiling);
+        let load_time = t0.elapsed();
+        tracing::info!(
+            model = ?files,
+            layers = model.config().num_layers,
+            vision_layers = vision.tower().config().num_layers,
+            tiling,
+            ms = load_time.as_millis() as u64,
+            "vision-language model loaded"
+        );
+        let mut me = Self::from_parts(model, tokenizer, device, opts.context_length, load_time);
+        me.vision = Some(vision);
+        Ok(me)
+    }
+
+    /// Turns tiling on or off for later images (see [`Engine::load_vlm`]).
+    pub fn set_tiling(&mut self, on: bool) {
+        if let Some(v) = self.vision.as_mut() {
+            v.set_tiling(on);
+        }
+    }
+
+    /// The vision tower, when this is a vision-language model.
+    pub fn vision(&self) -> Option<&Vision> {
+        self.vision.as_ref()
+    }
+
+    /// A prompt that shows `image` with `question` after `history` (plain
+    /// text turns), rendered with the model's template as SmolVLM's processor
+    /// does, with the image features merged into the input embeddings.
+    pub fn image_prompt(
+        &self,
+        history: &[Message],
+        question: &str,
+        image: &image::RgbImage,
+    ) -> Result<ImagePrompt> {
+        let vision = self.vision.as_ref().ok_or_else(|| {
+            ModelError::InvalidRequest(
+                "this model has no vision tower; it cannot see images".into(),
+            )
+        })?;
+        let t0 = Instant::now();
+        let tmpl = self.tokenizer.chat_template().ok_or_else(|| {
+            ModelError::Template("the vision-language model ships no chat template".into())
+        })?;
+        let text_turn = |m: &Message| serde_json::json!({"role": m.role, "content": [{"type": "text", "text": m.content}]});
+        let mut messages: Vec<serde_json::Value> = history.iter().map(text_turn).collect();
+        messages.push(serde_json::json!({
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": question}],
+        }));
+        let rendered = tmpl.render_any(&messages, true)?;
+        let prepared: PreparedImage = vision.prepare(image);
+        let expanded = vision.expand_prompt(&rendered, &[&prepared])?;
+        let ids = self.tokenizer.encode(&expanded, false)?;
+        let features = vision.encode(&[&prepared])?;
+        let embeds = vision.merge(&self.model, &ids, features)?;
+        // Wait for the device so the time is the encoder's, not prefill's.
+        let _ = embeds.clone().narrow(0, 0, 1).into_data();
+        Ok(ImagePrompt {
+            image_tokens: ids.iter().filter(|&&t| t == vision.image_token()).count(),
+            ids,
+            embeds,
+            tiles: prepared.tiles,
+            encode_ms: ms(t0.elapsed()),
+        })
     }
 
     /// The model.
@@ -400,7 +555,11 @@ impl Generation<'_> {
             None => {
                 let t0 = Instant::now();
                 self.started = Some(t0);
-                let l = model.forward(&self.req.prompt, &mut self.cache, false)?;
+                let l = match self.req.embeds.take() {
+                    Some(e) => model.forward_embeds(e, &mut self.cache, false)?,
+                    None => model.forward(&self.req.prompt, &mut self.cache, false)?,
+                };
+                self.timings.image_encode_ms = self.req.image_encode_ms;
                 let v = logits_vec(l)?;
                 self.timings.prompt_tokens = self.req.prompt.len();
                 self.timings.prefill_ms = ms(t0.elapsed());

@@ -10,6 +10,8 @@
 //! - [`generate`] turns a model and tokenizer into a streaming, cancellable
 //!   generator with sampling and timings.
 //! - [`device`] chooses the compute backend at run time.
+//! - [`vision`] is SmolVLM's eyes: the image processor, SigLIP tower and
+//!   connector that feed the decoder image features.
 //! - [`speech`] transcribes with whisper.cpp (`whisper-rs`).
 //! - [`vad`] finds speech with Silero VAD (run by whisper.cpp).
 //! - [`store`] is the model catalogue, the models directory and the Hub
@@ -24,5 +26,6 @@ pub mod speech;
 pub mod store;
 pub mod tokenizer;
 pub mod vad;
+pub mod vision;
 
 pub use error::{ModelError, Result};

@@ -75,6 +75,8 @@ const END_OF_TURN_NAMES: &[&str] = &[
     "<|end_of_text|>",
     "<end_of_turn>",
     "</s>",
+    // SmolVLM ends a turn with this, not with its tokenizer's eos.
+    "<end_of_utterance>",
 ];
 
 impl TextTokenizer {
@@ -293,6 +295,18 @@ impl TextTokenizer {
                 .and_then(|v| v.as_str())
                 .map(str::to_owned);
         }
+        // Processors (SmolVLM) keep the template in its own file.
+        if me.chat_template.is_none() {
+            let tmpl_path = path.with_file_name("chat_template.json");
+            if let Ok(text) = std::fs::read_to_string(&tmpl_path) {
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", tmpl_path.display())))?;
+                me.chat_template = v
+                    .get("chat_template")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+            }
+        }
         me.stop_ids = me.eos.into_iter().collect();
         for name in END_OF_TURN_NAMES {
             if let Some(i) = me.inner.token_to_id(name) {
@@ -446,6 +460,17 @@ impl ChatTemplate {
 
     /// Renders `messages` as transformers' `apply_chat_template` would.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_any(messages, add_generation_prompt)
+    }
+
+    /// Renders messages of any shape the template expects, such as the
+    /// multimodal `{"role", "content": [{"type": "image"}, {"type": "text", "text"}]}`
+    /// lists vision-language templates iterate over.
+    pub fn render_any<M: serde::Serialize + ?Sized>(
+        &self,
+        messages: &M,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);

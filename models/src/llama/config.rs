@@ -137,6 +137,30 @@ impl LlamaConfig {
                 key: "(file)".into(),
                 reason: format!("not valid JSON: {e}"),
             })?;
+        // Vision-language checkpoints (SmolVLM / Idefics3) nest the decoder's
+        // config in `text_config`; whether the head is tied is a top-level key.
+        if v.get("model_type").and_then(|m| m.as_str()) == Some("idefics3") {
+            let mut text = v
+                .get("text_config")
+                .cloned()
+                .ok_or_else(|| ModelError::Metadata {
+                    path: path.to_owned(),
+                    key: "text_config".into(),
+                    reason: "missing (an idefics3 config needs one)".into(),
+                })?;
+            if let (Some(obj), Some(tie)) =
+                (text.as_object_mut(), v.get("tie_word_embeddings").cloned())
+            {
+                obj.insert("tie_word_embeddings".into(), tie);
+            }
+            return Self::from_hf_value(&text, path);
+        }
+        Self::from_hf_value(&v, path)
+    }
+
+    /// Reads a decoder config from an already parsed `config.json` object;
+    /// `path` only names the file in errors.
+    pub fn from_hf_value(v: &serde_json::Value, path: &Path) -> Result<Self> {
         let err = |key: &str, reason: &str| ModelError::Metadata {
             path: path.to_owned(),
             key: key.to_owned(),

@@ -79,15 +79,18 @@ impl Source for GgufFile {
 
 /// An HF checkpoint: one `model.safetensors` or shards listed in
 /// `model.safetensors.index.json`.
-struct HfSource {
+pub(crate) struct HfSource {
     dir: PathBuf,
+    /// Where the decoder's parameters live: `model.` for a text model,
+    /// `model.text_model.` inside an Idefics3 (SmolVLM) checkpoint.
+    text_prefix: &'static str,
     files: Vec<(PathBuf, memmap2::Mmap)>,
     /// tensor name → index into `files`.
     index: HashMap<String, usize>,
 }
 
 impl HfSource {
-    fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| ModelError::Io { path, source }
@@ -138,22 +141,33 @@ impl HfSource {
         }
         Ok(Self {
             dir: dir.to_owned(),
+            text_prefix: "model.",
             files,
             index,
         })
     }
+
+    /// The same files, with the decoder read from `model.text_model.`.
+    pub(crate) fn with_text_prefix(mut self, prefix: &'static str) -> Self {
+        self.text_prefix = prefix;
+        self
+    }
 }
 
-/// GGUF tensor name → transformers parameter name.
-fn hf_name(gguf: &str) -> Option<String> {
+/// GGUF tensor name → transformers parameter name; decoder names get
+/// `text_prefix` (`model.` or `model.text_model.`).
+fn hf_name(gguf: &str, text_prefix: &str) -> Option<String> {
+    if let Some(v) = crate::vision::hf_vision_name(gguf) {
+        return Some(v);
+    }
     let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
+        "token_embd.weight" => Some("embed_tokens.weight"),
+        "output_norm.weight" => Some("norm.weight"),
+        "output.weight" => return Some("lm_head.weight".to_owned()),
         _ => None,
     };
     if let Some(f) = fixed {
-        return Some(f.to_owned());
+        return Some(format!("{text_prefix}{f}"));
     }
     let rest = gguf.strip_prefix("blk.")?;
     let (layer, rest) = rest.split_once('.')?;
@@ -170,7 +184,7 @@ fn hf_name(gguf: &str) -> Option<String> {
         "ffn_down" => "mlp.down_proj",
         _ => return None,
     };
-    Some(format!("model.layers.{layer}.{module}.{kind}"))
+    Some(format!("{text_prefix}layers.{layer}.{module}.{kind}"))
 }
 
 impl Source for HfSource {
@@ -179,7 +193,7 @@ impl Source for HfSource {
     }
 
     fn get(&self, gguf_name: &str) -> Result<Option<Raw>> {
-        let Some(name) = hf_name(gguf_name) else {
+        let Some(name) = hf_name(gguf_name, self.text_prefix) else {
             return Ok(None);
         };
         let Some(&fi) = self.index.get(&name) else {
@@ -232,13 +246,25 @@ pub fn load_gguf(gguf: &GgufFile, device: &Device, format: WeightFormat) -> Resu
 
 /// Loads a Llama-family model from an HF directory (`config.json` +
 /// `model.safetensors`) onto `device`.
+/// A SmolVLM (Idefics3) directory's decoder is read from `model.text_model.`.
 pub fn load_hf(dir: &Path, device: &Device) -> Result<Llama> {
     let config = LlamaConfig::from_hf_json(&dir.join("config.json"))?;
-    let src = HfSource::open(dir)?;
+    let mut src = HfSource::open(dir)?;
+    if src
+        .index
+        .contains_key("model.text_model.embed_tokens.weight")
+    {
+        src = src.with_text_prefix("model.text_model.");
+    }
     build(&config, &src, device, WeightFormat::F32)
 }
 
-fn build(c: &LlamaConfig, src: &dyn Source, dev: &Device, format: WeightFormat) -> Result<Llama> {
+pub(crate) fn build(
+    c: &LlamaConfig,
+    src: &dyn Source,
+    dev: &Device,
+    format: WeightFormat,
+) -> Result<Llama> {
     let want = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
         let raw = src.get(name)?.ok_or_else(|| ModelError::Tensor {
             path: src.path().to_owned(),

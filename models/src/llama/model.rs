@@ -147,9 +147,55 @@ impl Llama {
         cache: &mut KvCache,
         all_logits: bool,
     ) -> Result<Tensor<2>> {
+        let x = self.embed(tokens)?;
+        self.forward_embeds(x, cache, all_logits)
+    }
+
+    /// The input embeddings `[n, hidden]` of `tokens`: what [`Llama::forward`]
+    /// runs. Vision-language models overwrite the image positions of this
+    /// before calling [`Llama::forward_embeds`].
+    pub fn embed(&self, tokens: &[u32]) -> Result<Tensor<2>> {
         let seq = tokens.len();
         if seq == 0 {
             return Err(ModelError::InvalidRequest("no tokens to run".into()));
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let dev = &self.device;
+        Ok(match &self.embed {
+            VocabMatrix::Dense(e) => {
+                let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), dev);
+                e.clone().select(0, ids)
+            }
+            VocabMatrix::Quant(q) => {
+                let rows = q.dequantize_rows(tokens);
+                Tensor::from_data(TensorData::new(rows, [seq, self.config.hidden_size]), dev)
+            }
+        })
+    }
+
+    /// Runs input embeddings `[n, hidden]` after what is already in `cache`;
+    /// logits as [`Llama::forward`].
+    pub fn forward_embeds(
+        &self,
+        x: Tensor<2>,
+        cache: &mut KvCache,
+        all_logits: bool,
+    ) -> Result<Tensor<2>> {
+        let [seq, width] = x.dims();
+        if seq == 0 {
+            return Err(ModelError::InvalidRequest("no tokens to run".into()));
+        }
+        if width != self.config.hidden_size {
+            return Err(ModelError::InvalidRequest(format!(
+                "input embeddings are {width} wide; the model is {}",
+                self.config.hidden_size
+            )));
         }
         let start = cache.len;
         if start + seq > cache.capacity {
@@ -159,24 +205,8 @@ impl Llama {
                 cache.capacity
             )));
         }
-        let vocab = self.config.vocab_size;
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(ModelError::InvalidRequest(format!(
-                "token id {bad} is outside the vocabulary of {vocab}"
-            )));
-        }
         let dev = &self.device;
-        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        let mut x = match &self.embed {
-            VocabMatrix::Dense(e) => {
-                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), dev);
-                e.clone().select(0, ids)
-            }
-            VocabMatrix::Quant(q) => {
-                let rows = q.dequantize_rows(tokens);
-                Tensor::from_data(TensorData::new(rows, [seq, self.config.hidden_size]), dev)
-            }
-        };
+        let mut x = x;
 
         let (cos, sin) = self.rope_tables(start, seq);
         let mask = (seq > 1).then(|| causal_mask(start, seq, dev));
