@@ -28,15 +28,69 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VisionConfig {
+    /// The vision-language model: an HF SmolVLM directory, or a GGUF file
+    /// (with `mmproj`). Empty: no vision; image questions are `unsupported`.
+    pub model: PathBuf,
+    /// llama.cpp's vision projector GGUF, when `model` is a GGUF file.
+    pub mmproj: PathBuf,
+    /// Cut photos into full-resolution tiles plus a global view: more
+    /// detail, but up to 17× the image tokens (slow on a small board).
+    pub tiling: bool,
     /// Larger images are refused (`too_large`) before they are decoded.
     pub max_pixels: u64,
+    /// An image file or a folder of images served as the camera. Empty: no camera.
+    pub camera: PathBuf,
+    /// Camera frames per second.
+    pub camera_fps: f32,
+    /// The camera stays on this long after the last look, seconds.
+    pub keep_warm_seconds: f64,
+    /// When a spoken question gets the camera's frame: `never`, `always`
+    /// (whenever a camera and a vision model are there) or `when-asked`
+    /// (the question talks about looking, seeing, reading or "this").
+    pub voice_camera: VoiceCamera,
+}
+
+/// When spoken questions look through the camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VoiceCamera {
+    /// Spoken questions are text only.
+    Never,
+    /// Only when the question is about what is in view.
+    WhenAsked,
+    /// Every spoken question.
+    Always,
 }
 
 impl Default for VisionConfig {
     fn default() -> Self {
         Self {
+            model: PathBuf::new(),
+            mmproj: PathBuf::new(),
+            tiling: false,
             max_pixels: seer_platform::frames::DEFAULT_MAX_PIXELS,
+            camera: PathBuf::new(),
+            camera_fps: 5.0,
+            keep_warm_seconds: 10.0,
+            voice_camera: VoiceCamera::WhenAsked,
         }
+    }
+}
+
+impl VisionConfig {
+    /// The model's files, or `None` when vision is off.
+    pub fn files(&self) -> Option<seer_models::generate::VlmFiles> {
+        if self.model.as_os_str().is_empty() {
+            return None;
+        }
+        Some(if self.mmproj.as_os_str().is_empty() {
+            seer_models::generate::VlmFiles::HfDir(self.model.clone())
+        } else {
+            seer_models::generate::VlmFiles::GgufPair {
+                model: self.model.clone(),
+                mmproj: self.mmproj.clone(),
+            }
+        })
     }
 }
 
@@ -441,6 +495,40 @@ impl Config {
             return Err(invalid(format!(
                 "listen.stop_threshold ({}) must not be above listen.start_threshold ({})",
                 l.stop_threshold, l.start_threshold
+            )));
+        }
+        let v = &self.vision;
+        if !v.model.as_os_str().is_empty() {
+            let is_file = v.model.is_file();
+            if is_file && v.mmproj.as_os_str().is_empty() {
+                return Err(invalid(format!(
+                    "vision.model = {:?} is a file: a GGUF vision model also needs vision.mmproj (or give an HF SmolVLM directory)",
+                    v.model
+                )));
+            }
+            if !is_file && !v.model.join("config.json").is_file() {
+                return Err(missing(format!(
+                    "vision.model = {:?}: neither a GGUF file nor a model directory with config.json",
+                    v.model
+                )));
+            }
+            if !v.mmproj.as_os_str().is_empty() && !v.mmproj.is_file() {
+                return Err(missing(format!(
+                    "vision.mmproj = {:?}: no such file",
+                    v.mmproj
+                )));
+            }
+        }
+        if !(v.camera_fps > 0.0 && v.camera_fps <= 120.0) {
+            return Err(invalid(format!(
+                "vision.camera_fps = {} must be above 0 and at most 120",
+                v.camera_fps
+            )));
+        }
+        if !(0.0..=3600.0).contains(&v.keep_warm_seconds) {
+            return Err(invalid(format!(
+                "vision.keep_warm_seconds = {} must be between 0 and 3600",
+                v.keep_warm_seconds
             )));
         }
         if !(l.max_seconds > 0.0 && l.max_seconds <= 600.0) {

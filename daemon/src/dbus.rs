@@ -9,7 +9,7 @@
 #![allow(missing_docs)]
 
 use crate::listen::Listener;
-use crate::protocol::Code;
+use crate::protocol::{Code, ImageRef};
 use seer_models::generate::CancelToken;
 use seer_pipelines::answer::{AnswerError, Answerer, Ask, TurnEvent};
 use seer_pipelines::listen::PttMsg;
@@ -58,6 +58,7 @@ impl From<AnswerError> for Error {
             AnswerError::Busy(_) => Error::Busy(m),
             AnswerError::ModelMissing(_) => Error::ModelMissing(m),
             AnswerError::BadRequest(_) => Error::BadRequest(m),
+            AnswerError::Unsupported(_) => Error::Unsupported(m),
             AnswerError::Internal(_) => Error::Internal(m),
         }
     }
@@ -69,6 +70,7 @@ pub struct Assistant {
     state: StateBus,
     models: HashMap<String, String>,
     listener: Option<Arc<Listener>>,
+    camera: Option<(Arc<crate::camera::Camera>, u64)>,
     captures: AtomicU64,
 }
 
@@ -80,8 +82,16 @@ impl Assistant {
             state,
             models,
             listener: None,
+            camera: None,
             captures: AtomicU64::new(0),
         }
+    }
+
+    /// Serves the `image_path` and `use_camera` options and `CameraActive`
+    /// (`max_pixels` bounds `image_path` images).
+    pub fn with_camera(mut self, camera: Arc<crate::camera::Camera>, max_pixels: u64) -> Self {
+        self.camera = Some((camera, max_pixels));
+        self
     }
 
     /// Serves `StartListening`/`StopListening` with `listener`.
@@ -101,8 +111,8 @@ fn owned<'a>(v: impl Into<Value<'a>>) -> OwnedValue {
 #[interface(name = "org.seer.Assistant1")]
 impl Assistant {
     /// Answers `text`; replies once the answer is complete. Options:
-    /// `max_tokens` (u), `conversation` (s); `image_path` (s) and
-    /// `use_camera` (b) need vision, which has not landed (Unsupported).
+    /// `max_tokens` (u), `conversation` (s), `image_path` (s, a photo to
+    /// look at) and `use_camera` (b, look through the camera).
     async fn ask(
         &self,
         text: String,
@@ -115,7 +125,9 @@ impl Assistant {
             text,
             conversation: None,
             max_tokens: None,
+            image: None,
         };
+        let mut image = None;
         for (key, value) in &options {
             match key.as_str() {
                 "max_tokens" => {
@@ -130,10 +142,27 @@ impl Assistant {
                     })?;
                     ask.conversation = Some(s.to_owned());
                 }
-                "image_path" | "use_camera" => {
-                    return Err(Error::Unsupported(format!(
-                        "option {key}: vision has not landed in this build"
-                    )));
+                "image_path" => {
+                    let s = <&str>::try_from(value).map_err(|_| {
+                        Error::BadRequest("option image_path must be a string (s)".into())
+                    })?;
+                    image = Some(ImageRef {
+                        path: Some(s.into()),
+                        base64: None,
+                        camera: None,
+                    });
+                }
+                "use_camera" => {
+                    let on = bool::try_from(value).map_err(|_| {
+                        Error::BadRequest("option use_camera must be a boolean (b)".into())
+                    })?;
+                    if on {
+                        image = Some(ImageRef {
+                            path: None,
+                            base64: None,
+                            camera: Some(true),
+                        });
+                    }
                 }
                 other => {
                     return Err(Error::BadRequest(format!(
@@ -142,6 +171,21 @@ impl Assistant {
                     )));
                 }
             }
+        }
+        if let Some(image) = image {
+            let Some((camera, max)) = self.camera.clone() else {
+                return Err(Error::Unsupported("images are not configured".into()));
+            };
+            let got =
+                tokio::task::spawn_blocking(move || crate::vision::load(&image, max, &camera))
+                    .await
+                    .map_err(|e| Error::Internal(format!("reading the image: {e}")))?;
+            ask.image = Some(got.map_err(|(code, m)| match code {
+                Code::TooLarge | Code::BadRequest => Error::BadRequest(m),
+                Code::DeviceUnavailable => Error::DeviceUnavailable(m),
+                Code::Unsupported => Error::Unsupported(m),
+                _ => Error::Internal(m),
+            })?);
         }
         let mut turn = self.answerer.submit(ask)?;
         while let Some(ev) = turn.events.recv().await {
@@ -184,6 +228,7 @@ impl Assistant {
                             text,
                             conversation: None,
                             max_tokens: None,
+                            image: None,
                         };
                         // The answer is announced by the `Answer` signal.
                         match answerer.submit(ask) {
@@ -264,10 +309,12 @@ impl Assistant {
             .is_some_and(|l| l.microphone_active())
     }
 
-    /// Whether the camera is capturing (never, until vision lands).
+    /// Whether the camera is capturing: the privacy indicator. It turns on
+    /// with a look and off after the keep-warm time or on mute; every
+    /// change is announced.
     #[zbus(property)]
     async fn camera_active(&self) -> bool {
-        false
+        self.camera.as_ref().is_some_and(|(c, _)| c.active())
     }
 
     /// Role → model.
@@ -331,6 +378,7 @@ pub enum StartError {
 pub async fn start(bus: Bus, assistant: Assistant) -> Result<zbus::Connection, StartError> {
     let state = assistant.state.clone();
     let voice = assistant.listener.as_ref().map(|l| l.subscribe());
+    let camera = assistant.camera.as_ref().map(|(c, _)| c.subscribe_active());
     let mut finished = assistant.answerer.subscribe_finished();
     let builder = match bus {
         Bus::Session => zbus::connection::Builder::session(),
@@ -399,6 +447,15 @@ pub async fn start(bus: Bus, assistant: Assistant) -> Result<zbus::Connection, S
             let _ = obj.camera_active_changed(i.signal_emitter()).await;
         }
     });
+    if let Some(mut camera) = camera {
+        let i = iface.clone();
+        tokio::spawn(async move {
+            while camera.changed().await.is_ok() {
+                let obj = i.get().await;
+                let _ = obj.camera_active_changed(i.signal_emitter()).await;
+            }
+        });
+    }
     if let Some(mut voice) = voice {
         let i = iface.clone();
         tokio::spawn(async move {

@@ -12,11 +12,13 @@
 //! - [`listen`]: hands-free and push-to-talk listening (the listen stage
 //!   in `seer-pipelines`) and the `voice` broadcast.
 //! - [`vision`]: images attached to questions, read and bounded safely.
+//! - [`camera`]: the camera, opened by a look and kept warm for a while.
 //! - [`systemd`]: readiness notification.
 //!
 //! The binaries are thin: `seerd` wires config → engine → answer stage →
 //! server and waits for SIGINT/SIGTERM; `seer` speaks the protocol.
 
+pub mod camera;
 pub mod config;
 pub mod dbus;
 pub mod listen;

@@ -326,6 +326,7 @@ fn voice_turn(
         text,
         conversation: Some(conversation),
         max_tokens: None,
+        image: None,
     };
     let mut turn = match answerer.submit(ask) {
         Ok(t) => t,

@@ -407,6 +407,7 @@ pub fn answer_code(e: &AnswerError) -> Code {
         AnswerError::Busy(_) => Code::Busy,
         AnswerError::ModelMissing(_) => Code::ModelMissing,
         AnswerError::BadRequest(_) => Code::BadRequest,
+        AnswerError::Unsupported(_) => Code::Unsupported,
         AnswerError::Internal(_) => Code::Internal,
     }
 }

@@ -39,6 +39,10 @@ pub struct Shared {
     pub listener: Arc<crate::listen::Listener>,
     /// `[vision] max_pixels`.
     pub max_image_pixels: u64,
+    /// The vision-language model (`null` when vision is off).
+    pub vision_model: serde_json::Value,
+    /// The camera.
+    pub camera: Arc<crate::camera::Camera>,
 }
 
 /// Why the socket could not be opened.
@@ -445,48 +449,58 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
     match req {
         Request::Ask(a) => {
             if let Some(image) = a.image {
-                // Read and checked off the executor: a bad image gets its
-                // own error; a good one waits for the vision model.
-                let client = client.clone();
-                let max = shared.max_image_pixels;
+                // Read, checked (or taken from the camera) off the executor;
+                // a bad image gets its own error and the turn never starts.
+                let (shared, client, turns) = (shared.clone(), client.clone(), turns.clone());
                 tokio::spawn(async move {
-                    let checked =
-                        tokio::task::spawn_blocking(move || crate::vision::load(&image, max)).await;
-                    let (code, message) = match checked {
-                        Ok(Ok(img)) => (
-                            Code::Unsupported,
-                            format!(
-                                "ask.image: the {}×{} image is fine, but vision has not landed in this build (see describe)",
-                                img.width(),
-                                img.height()
-                            ),
-                        ),
-                        Ok(Err(e)) => e,
-                        Err(e) => (Code::Internal, format!("reading the image: {e}")),
+                    const NO_VLM: &str = "no vision model is configured ([vision] model); this daemon cannot look at images";
+                    // Opening the camera for nothing would light the
+                    // privacy indicator for nothing.
+                    if shared.vision_model.is_null() && image.camera.is_some() {
+                        client.send(protocol::error_event(Code::Unsupported, NO_VLM, Some(&a.id)));
+                        return;
+                    }
+                    let max = shared.max_image_pixels;
+                    let camera = shared.camera.clone();
+                    let got = tokio::task::spawn_blocking(move || {
+                        crate::vision::load(&image, max, &camera)
+                    })
+                    .await;
+                    let img = match got {
+                        Ok(Ok(img)) => img,
+                        Ok(Err((code, message))) => {
+                            client.send(protocol::error_event(code, &message, Some(&a.id)));
+                            return;
+                        }
+                        Err(e) => {
+                            client.send(protocol::error_event(
+                                Code::Internal,
+                                &format!("reading the image: {e}"),
+                                Some(&a.id),
+                            ));
+                            return;
+                        }
                     };
-                    client.send(protocol::error_event(code, &message, Some(&a.id)));
+                    // A good image, and nothing to look at it with.
+                    if shared.vision_model.is_null() {
+                        client.send(protocol::error_event(Code::Unsupported, NO_VLM, Some(&a.id)));
+                        return;
+                    }
+                    let ask = Ask {
+                        text: a.text,
+                        conversation: a.conversation,
+                        max_tokens: a.max_tokens,
+                        image: Some(img),
+                    };
+                    start_turn(&shared, &client, &turns, a.id, ask, a.stream.unwrap_or(true), None);
                 });
-                return;
-            }
-            if turns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&a.id)
-            {
-                client.send(protocol::error_event(
-                    Code::BadRequest,
-                    &format!(
-                        "id `{}` is already in use by a running request on this connection",
-                        a.id
-                    ),
-                    Some(&a.id),
-                ));
                 return;
             }
             let ask = Ask {
                 text: a.text,
                 conversation: a.conversation,
                 max_tokens: a.max_tokens,
+                image: None,
             };
             start_turn(shared, client, turns, a.id, ask, a.stream.unwrap_or(true), None);
         }
@@ -554,6 +568,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 "state": shared.state.get(),
                 "muted": shared.state.muted(),
                 "microphone": shared.listener.microphone_active(),
+                "camera": shared.camera.describe(),
                 "pending": shared.answerer.pending(),
                 "model": shared.model,
                 "uptime_s": shared.started.elapsed().as_secs(),
@@ -568,8 +583,8 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 "requests": protocol::SUPPORTED,
                 "unsupported": protocol::UNSUPPORTED,
                 "subscribable": protocol::SUBSCRIBABLE,
-                "capabilities": {"text": true, "voice": true, "hands_free": shared.listener.hands_free(), "vision": false, "models": true},
-                "models": {"language": shared.model},
+                "capabilities": {"text": true, "voice": true, "hands_free": shared.listener.hands_free(), "vision": !shared.vision_model.is_null(), "camera": shared.camera.configured(), "models": true},
+                "models": {"language": shared.model, "vision": shared.vision_model},
             }),
         )),
         Request::ModelsList { id } => {
@@ -687,6 +702,7 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                                     text,
                                     conversation: None,
                                     max_tokens: None,
+                                    image: None,
                                 };
                                 start_turn(&shared, &client, &turns, id.clone(), ask, true, None);
                             }

@@ -9,7 +9,7 @@
 use crate::conversation::Conversations;
 use crate::state::{State, StateBus};
 use seer_models::ModelError;
-use seer_models::generate::{CancelToken, Engine, Request, StopReason, Timings};
+use seer_models::generate::{CancelToken, Engine, ImagePrompt, Request, StopReason, Timings};
 use seer_models::tokenizer::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
@@ -49,6 +49,8 @@ pub struct Ask {
     pub conversation: Option<String>,
     /// Override of the answer length limit.
     pub max_tokens: Option<usize>,
+    /// A photo to look at; answered by the vision-language model.
+    pub image: Option<Arc<image::RgbImage>>,
 }
 
 /// Why a turn failed.
@@ -63,6 +65,9 @@ pub enum AnswerError {
     /// The request cannot be served (e.g. longer than the context).
     #[error("{0}")]
     BadRequest(String),
+    /// Nothing here can serve it (an image, and no vision model configured).
+    #[error("{0}")]
+    Unsupported(String),
     /// Anything else.
     #[error("{0}")]
     Internal(String),
@@ -158,6 +163,19 @@ impl Answerer {
         state: StateBus,
         conversations: Arc<Conversations>,
     ) -> Self {
+        Self::spawn_with_vision(engine, None, cfg, state, conversations)
+    }
+
+    /// Starts the answer thread with a vision-language model for questions
+    /// that come with an image. Both models run on the one answer thread:
+    /// one generation at a time, whichever model it needs.
+    pub fn spawn_with_vision(
+        engine: EngineSource,
+        vision: Option<EngineSource>,
+        cfg: AnswerConfig,
+        state: StateBus,
+        conversations: Arc<Conversations>,
+    ) -> Self {
         let (tx, rx) = std_mpsc::sync_channel::<Job>(cfg.queue.max(1));
         let pending = Arc::new(AtomicUsize::new(0));
         let active: Arc<Mutex<Vec<CancelToken>>> = Arc::default();
@@ -165,6 +183,7 @@ impl Answerer {
         let worker = Worker {
             finished: finished.clone(),
             engine,
+            vision,
             cfg: cfg.clone(),
             state,
             conversations,
@@ -230,6 +249,7 @@ impl Answerer {
 struct Worker {
     finished: tokio::sync::broadcast::Sender<Finished>,
     engine: EngineSource,
+    vision: Option<EngineSource>,
     cfg: AnswerConfig,
     state: StateBus,
     conversations: Arc<Conversations>,
@@ -261,14 +281,16 @@ impl Worker {
     }
 
     fn engine(&mut self) -> Result<&Engine, AnswerError> {
-        if let EngineSource::Lazy(load) = &mut self.engine {
-            tracing::info!("loading the language model (lazy start)");
-            let engine = load().map_err(|e| AnswerError::ModelMissing(e.to_string()))?;
-            self.engine = EngineSource::Loaded(Box::new(engine));
-        }
-        match &self.engine {
-            EngineSource::Loaded(e) => Ok(e),
-            EngineSource::Lazy(_) => Err(AnswerError::Internal("model not loaded".into())),
+        load(&mut self.engine, "language model")
+    }
+
+    fn vision_engine(&mut self) -> Result<&Engine, AnswerError> {
+        match self.vision.as_mut() {
+            Some(v) => load(v, "vision-language model"),
+            None => Err(AnswerError::Unsupported(
+                "no vision model is configured ([vision] model); this daemon cannot look at images"
+                    .into(),
+            )),
         }
     }
 
@@ -276,7 +298,11 @@ impl Worker {
         let cfg = self.cfg.clone();
         let conversations = self.conversations.clone();
         let finished = self.finished.clone();
-        let engine = match self.engine() {
+        let engine = match if job.ask.image.is_some() {
+            self.vision_engine()
+        } else {
+            self.engine()
+        } {
             Ok(e) => e,
             Err(e) => return TurnEvent::Failed(e),
         };
@@ -286,11 +312,22 @@ impl Worker {
             .as_deref()
             .map(|c| conversations.history(c))
             .unwrap_or_default();
-        let prompt = match fit_prompt(engine, &cfg, &mut history, &job.ask.text) {
-            Ok(p) => p,
-            Err(e) => return TurnEvent::Failed(e),
+        let max_tokens = job.ask.max_tokens.unwrap_or(cfg.max_tokens);
+        let req = match &job.ask.image {
+            // SmolVLM is prompted as its processor does, with no system
+            // prompt (the small models follow one poorly).
+            Some(img) => match fit_image_prompt(engine, &cfg, &mut history, &job.ask.text, img) {
+                Ok(p) => Request::with_image(p, max_tokens),
+                Err(e) => return TurnEvent::Failed(e),
+            },
+            None => match fit_prompt(engine, &cfg, &mut history, &job.ask.text) {
+                Ok(p) => Request::new(p, max_tokens),
+                Err(e) => return TurnEvent::Failed(e),
+            },
         };
-        let req = Request::new(prompt, job.ask.max_tokens.unwrap_or(cfg.max_tokens));
+        if job.cancel.is_cancelled() {
+            return TurnEvent::Cancelled;
+        }
         let mut generation = match engine.generate(req, job.cancel.clone()) {
             Ok(g) => g,
             Err(e) => return TurnEvent::Failed(AnswerError::BadRequest(e.to_string())),
@@ -327,6 +364,43 @@ impl Worker {
             stop_reason: out.stop_reason,
             timings: out.timings,
         }
+    }
+}
+
+/// Loads a lazy engine on first use (errors go to the turn that needed it).
+fn load<'a>(src: &'a mut EngineSource, what: &str) -> Result<&'a Engine, AnswerError> {
+    if let EngineSource::Lazy(load) = src {
+        tracing::info!("loading the {what} (lazy start)");
+        let engine = load().map_err(|e| AnswerError::ModelMissing(e.to_string()))?;
+        *src = EngineSource::Loaded(Box::new(engine));
+    }
+    match src {
+        EngineSource::Loaded(e) => Ok(e),
+        EngineSource::Lazy(_) => Err(AnswerError::Internal(format!("{what} not loaded"))),
+    }
+}
+
+/// History + image + question for the vision-language model, dropping the
+/// oldest turns until the prompt fits the budget plus the image's tokens.
+fn fit_image_prompt(
+    engine: &Engine,
+    cfg: &AnswerConfig,
+    history: &mut Vec<Message>,
+    question: &str,
+    image: &image::RgbImage,
+) -> Result<ImagePrompt, AnswerError> {
+    let map = |e: ModelError| match e {
+        ModelError::InvalidRequest(m) => AnswerError::BadRequest(m),
+        other => AnswerError::Internal(other.to_string()),
+    };
+    loop {
+        let p = engine.image_prompt(history, question, image).map_err(map)?;
+        let text_tokens = p.ids.len() - p.image_tokens;
+        if text_tokens <= cfg.history_tokens || history.is_empty() {
+            return Ok(p);
+        }
+        let drop = history.len().min(2);
+        history.drain(..drop);
     }
 }
 

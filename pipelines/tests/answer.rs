@@ -84,6 +84,7 @@ fn ask(text: &str, max_tokens: usize) -> Ask {
         text: text.into(),
         conversation: None,
         max_tokens: Some(max_tokens),
+        image: None,
     }
 }
 
@@ -198,6 +199,7 @@ fn conversations_keep_history_within_the_budget() {
                 text: format!("q{i}"),
                 conversation: Some("c".into()),
                 max_tokens: Some(6),
+                image: None,
             })
             .expect("queued");
         assert!(matches!(drain(&mut t).last(), Some(TurnEvent::End { .. })));

@@ -1,6 +1,6 @@
-//! Images on the socket, through the real daemon: a good photo (by path or
-//! inline base64) is read and accepted as far as this build goes (vision
-//! answers `unsupported`, naming the image's size); a truncated JPEG, a
+//! Images on the socket, through the real daemon without a vision model: a
+//! good photo (by path or inline base64) is read and then answered
+//! `unsupported`, naming the missing `[vision] model`; a truncated JPEG, a
 //! PNG header claiming 100000×100000, a text file, a missing file, bad
 //! base64 and a malformed `image` get `bad_request` / `too_large` with the
 //! problem named, and the same connection still answers a question.
@@ -31,12 +31,25 @@ fn bad_images_get_their_error_and_the_daemon_keeps_serving() {
     let mut c = d.connect();
     let dir = tempfile::tempdir().expect("tempdir");
 
-    // Good images: read and sized; vision itself has not landed.
+    // Good images: read, but no vision model is configured.
     let photo = photos().join("coffee_landscape.jpg");
     let ev = ask_image(&mut c, "ok-path", json!({"path": photo}));
     assert_eq!(ev["code"], "unsupported", "{ev}");
     assert!(
-        ev["message"].as_str().unwrap_or("").contains("400×264"),
+        ev["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("[vision] model"),
+        "{ev}"
+    );
+    // The camera is not even opened without a model to look with.
+    let ev = ask_image(&mut c, "cam", json!({"camera": true}));
+    assert_eq!(ev["code"], "unsupported", "{ev}");
+    assert!(
+        ev["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("[vision] model"),
         "{ev}"
     );
     let bytes = std::fs::read(&photo).expect("photo");

@@ -107,15 +107,40 @@ fn run() -> Result<()> {
             // Resolved on every attempt, so a model pulled after start-up
             // (`models.pull`) is found by the next question.
             let m = config.model.clone();
+            let opts = opts.clone();
             EngineSource::Lazy(Box::new(move || Engine::load(&m.resolve()?, &opts)))
+        }
+    };
+    // The vision-language model loads like the language model: now, or on
+    // the first question with an image.
+    let vision_files = config.vision.files();
+    let vision_model = match &vision_files {
+        Some(f) => serde_json::json!({"files": format!("{f:?}"), "tiling": config.vision.tiling}),
+        None => serde_json::Value::Null,
+    };
+    let vision = match vision_files {
+        None => None,
+        Some(files) => {
+            let tiling = config.vision.tiling;
+            Some(match config.model.load {
+                LoadWhen::Start => EngineSource::Loaded(Box::new(
+                    Engine::load_vlm(&files, &opts, tiling)
+                        .with_context(|| format!("loading the vision model {files:?}"))?,
+                )),
+                LoadWhen::Lazy => {
+                    let opts = opts.clone();
+                    EngineSource::Lazy(Box::new(move || Engine::load_vlm(&files, &opts, tiling)))
+                }
+            })
         }
     };
     let hub = seer_models::store::Hub::from_env();
     tracing::info!(dir = %store.dir().display(), endpoint = hub.endpoint(), "models");
     let models = Arc::new(seer_daemon::models::Models::new(catalog, store, hub));
     let state = StateBus::new();
-    let answerer = Answerer::spawn(
+    let answerer = Answerer::spawn_with_vision(
         engine,
+        vision,
         AnswerConfig {
             system_prompt: config.assistant.system_prompt.clone(),
             max_tokens: config.assistant.max_tokens,
@@ -136,6 +161,16 @@ fn run() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let camera = seer_daemon::camera::Camera::new(
+        seer_daemon::camera::CameraOptions {
+            source: (!config.vision.camera.as_os_str().is_empty())
+                .then(|| config.vision.camera.clone()),
+            fps: config.vision.camera_fps,
+            keep_warm: std::time::Duration::from_secs_f64(config.vision.keep_warm_seconds),
+            max_pixels: config.vision.max_pixels,
+        },
+        state.clone(),
+    );
     runtime.block_on(async move {
         let listener = server::bind(&socket, group)?;
         let ptt = seer_daemon::listen::Listener::start(
@@ -156,6 +191,8 @@ fn run() -> Result<()> {
             models,
             listener: ptt,
             max_image_pixels: config.vision.max_pixels,
+            vision_model,
+            camera: camera.clone(),
         });
         let _dbus = match config.dbus.bus {
             DbusBus::Off => None,
@@ -169,7 +206,8 @@ fn run() -> Result<()> {
                 match dbus::start(
                     bus,
                     dbus::Assistant::new(answerer.clone(), shared.state.clone(), models)
-                        .with_listener(shared.listener.clone()),
+                        .with_listener(shared.listener.clone())
+                        .with_camera(shared.camera.clone(), shared.max_image_pixels),
                 )
                 .await
                 {

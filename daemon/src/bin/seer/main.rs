@@ -41,6 +41,21 @@ enum Cmd {
         /// Answer length limit in tokens.
         #[arg(long)]
         max_tokens: Option<usize>,
+        /// A photo to ask about (the daemon reads the file).
+        #[arg(long)]
+        image: Option<PathBuf>,
+    },
+    /// Look through the camera and answer about what is in view.
+    Look {
+        /// The question.
+        #[arg(default_value = "What am I looking at?")]
+        text: String,
+        /// Print the raw protocol events instead of the text.
+        #[arg(long)]
+        json: bool,
+        /// Answer length limit in tokens.
+        #[arg(long)]
+        max_tokens: Option<usize>,
     },
     /// The daemon's state.
     Status,
@@ -209,10 +224,37 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
             conversation,
             max_tokens,
+            image,
+        } => {
+            // The daemon reads the file, so it gets an absolute path.
+            let image = match image {
+                Some(p) => {
+                    let abs = std::fs::canonicalize(&p)
+                        .with_context(|| format!("--image {}", p.display()))?;
+                    Some(json!({"path": abs}))
+                }
+                None => None,
+            };
+            let mut c = Conn::open(&socket)?;
+            install_ctrl_c(&c)?;
+            ask(
+                &mut c,
+                &text,
+                json,
+                conversation.as_deref(),
+                max_tokens,
+                image,
+            )
+        }
+        Cmd::Look {
+            text,
+            json,
+            max_tokens,
         } => {
             let mut c = Conn::open(&socket)?;
             install_ctrl_c(&c)?;
-            ask(&mut c, &text, json, conversation.as_deref(), max_tokens)
+            let camera = Some(json!({"camera": true}));
+            ask(&mut c, &text, json, None, max_tokens, camera)
         }
         Cmd::Chat => {
             let mut c = Conn::open(&socket)?;
@@ -228,7 +270,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                match ask(&mut c, line.trim(), false, Some(&conversation), None) {
+                match ask(&mut c, line.trim(), false, Some(&conversation), None, None) {
                     Ok(()) => {}
                     // Reported, and the conversation goes on.
                     Err(Failure::Daemon(m)) => eprintln!("seer: {m}"),
@@ -287,6 +329,7 @@ fn ask(
     raw: bool,
     conversation: Option<&str>,
     max_tokens: Option<usize>,
+    image: Option<Value>,
 ) -> Result<(), Failure> {
     let id = format!(
         "ask-{}-{}",
@@ -302,6 +345,9 @@ fn ask(
     }
     if let Some(n) = max_tokens {
         req["max_tokens"] = json!(n);
+    }
+    if let Some(img) = image {
+        req["image"] = img;
     }
     *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
     c.send(req)?;

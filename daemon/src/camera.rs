@@ -1,0 +1,208 @@
+//! The camera as the daemon uses it: opened by a "look", kept warm for a
+//! while after the last one, closed when idle or muted.
+//!
+//! Why on demand: on glasses a running camera costs battery and, more
+//! importantly, `CameraActive` is a privacy indicator; it must be true
+//! exactly while frames are being captured. Frames go into a small store
+//! and a look takes the sharpest recent one (motion blur is the common
+//! failure of head-worn cameras).
+//!
+//! The source is [`seer_platform::frames::ImageSource`]: an image file or a
+//! folder of images played as a camera (tests, demos, boards without one).
+
+use crate::protocol::Code;
+use seer_pipelines::state::StateBus;
+use seer_platform::frames::{Frame, FrameEvent, FrameStore, ImageSource};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Frames kept for choosing the sharpest.
+const STORE: usize = 8;
+/// A look picks among frames this recent.
+const SHARPEST_WINDOW: Duration = Duration::from_millis(700);
+/// How long a look waits for the first frame of a camera it just opened.
+const FIRST_FRAME: Duration = Duration::from_secs(5);
+
+/// Camera settings from `[vision]`.
+#[derive(Debug, Clone)]
+pub struct CameraOptions {
+    /// An image file or folder served as the camera; `None`: no camera.
+    pub source: Option<PathBuf>,
+    /// Frames per second.
+    pub fps: f32,
+    /// The camera stays open this long after the last look.
+    pub keep_warm: Duration,
+    /// Frames larger than this are refused.
+    pub max_pixels: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    running: bool,
+    store: FrameStore,
+    last_use: Instant,
+    error: Option<String>,
+}
+
+/// The daemon's one camera.
+#[derive(Debug)]
+pub struct Camera {
+    opts: CameraOptions,
+    state: StateBus,
+    inner: Mutex<Inner>,
+    frames: Condvar,
+    active: tokio::sync::watch::Sender<bool>,
+}
+
+impl Camera {
+    /// A closed camera.
+    pub fn new(opts: CameraOptions, state: StateBus) -> Arc<Self> {
+        Arc::new(Self {
+            opts,
+            state,
+            inner: Mutex::new(Inner {
+                running: false,
+                store: FrameStore::new(STORE),
+                last_use: Instant::now(),
+                error: None,
+            }),
+            frames: Condvar::new(),
+            active: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Whether a camera is configured at all.
+    pub fn configured(&self) -> bool {
+        self.opts.source.is_some()
+    }
+
+    /// What `status` names as the camera.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "active": self.active(),
+            "source": self.opts.source,
+            "keep_warm_s": self.opts.keep_warm.as_secs_f64(),
+        })
+    }
+
+    /// Whether frames are being captured right now (the privacy indicator).
+    pub fn active(&self) -> bool {
+        *self.active.borrow()
+    }
+
+    /// Changes of [`Camera::active`].
+    pub fn subscribe_active(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.active.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sharpest recent frame, opening the camera if it is closed.
+    /// Blocking (up to a few seconds on a cold camera): call it off the
+    /// async executor.
+    pub fn look(self: &Arc<Self>) -> Result<Frame, (Code, String)> {
+        let Some(source) = &self.opts.source else {
+            return Err((
+                Code::Unsupported,
+                "ask.image.camera: no camera is configured ([vision] camera)".into(),
+            ));
+        };
+        if self.state.muted() {
+            return Err((
+                Code::DeviceUnavailable,
+                "ask.image.camera: muted; the camera stays off until unmuted".into(),
+            ));
+        }
+        let asked = Instant::now();
+        let mut inner = self.lock();
+        inner.last_use = asked;
+        if !inner.running {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let src = ImageSource::start(source, self.opts.fps, self.opts.max_pixels, tx).map_err(
+                |e| {
+                    (
+                        Code::DeviceUnavailable,
+                        format!("camera {}: {e}", source.display()),
+                    )
+                },
+            )?;
+            inner.running = true;
+            inner.error = None;
+            inner.store.clear();
+            self.active.send_replace(true);
+            tracing::info!(source = %source.display(), "camera on");
+            let me = self.clone();
+            std::thread::Builder::new()
+                .name("seer-camera".into())
+                .spawn(move || me.pump(src, rx))
+                .map_err(|e| (Code::Internal, format!("starting the camera thread: {e}")))?;
+        }
+        loop {
+            if let Some(f) = inner.store.sharpest(SHARPEST_WINDOW) {
+                return Ok(f.clone());
+            }
+            if !inner.running {
+                return Err((Code::DeviceUnavailable, "the camera closed".into()));
+            }
+            let left = FIRST_FRAME.saturating_sub(asked.elapsed());
+            if left.is_zero() {
+                let why = inner
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "no frame arrived".into());
+                return Err((
+                    Code::DeviceUnavailable,
+                    format!(
+                        "camera {}: no frame in {} s ({why})",
+                        source.display(),
+                        FIRST_FRAME.as_secs()
+                    ),
+                ));
+            }
+            inner = self
+                .frames
+                .wait_timeout(inner, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Moves frames into the store until the camera has been idle for the
+    /// keep-warm time or the daemon is muted, then closes it.
+    fn pump(&self, source: ImageSource, rx: std::sync::mpsc::Receiver<FrameEvent>) {
+        loop {
+            let mut ended = false;
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(FrameEvent::Frame(f)) => {
+                    let mut inner = self.lock();
+                    inner.store.push(f);
+                    inner.error = None;
+                    self.frames.notify_all();
+                }
+                Ok(FrameEvent::Error(e)) => {
+                    tracing::warn!("camera: {e}");
+                    self.lock().error = Some(e);
+                    self.frames.notify_all();
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => ended = true,
+            }
+            // Decided and marked closed under one lock, so a look either
+            // sees the camera open (and is served by this pump) or closed
+            // (and opens a new one).
+            let mut inner = self.lock();
+            if ended || self.state.muted() || inner.last_use.elapsed() >= self.opts.keep_warm {
+                inner.running = false;
+                inner.store.clear();
+                self.active.send_replace(false);
+                self.frames.notify_all();
+                break;
+            }
+        }
+        drop(source);
+        tracing::info!("camera off");
+    }
+}
