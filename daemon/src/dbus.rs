@@ -224,11 +224,12 @@ impl Assistant {
                 match msg {
                     PttMsg::Transcript(text) if !text.trim().is_empty() => {
                         listener2.announce_transcript(&id, &text);
+                        let image = crate::listen::look_for(listener2.eyes(), &text).await;
                         let ask = Ask {
                             text,
                             conversation: None,
                             max_tokens: None,
-                            image: None,
+                            image,
                         };
                         // The answer is announced by the `Answer` signal.
                         match answerer.submit(ask) {
@@ -452,7 +453,9 @@ pub async fn start(bus: Bus, assistant: Assistant) -> Result<zbus::Connection, S
         tokio::spawn(async move {
             while camera.changed().await.is_ok() {
                 let obj = i.get().await;
-                let _ = obj.camera_active_changed(i.signal_emitter()).await;
+                if let Err(e) = obj.camera_active_changed(i.signal_emitter()).await {
+                    tracing::warn!("D-Bus CameraActive change not announced: {e}");
+                }
             }
         });
     }

@@ -10,6 +10,7 @@
 
 use crate::config::{ListenConfig, ListenMode, ModelConfig};
 use crate::protocol::{self, Code};
+use crate::vision::VoiceEyes;
 use seer_models::generate::CancelToken;
 use seer_models::speech::TranscribeOptions;
 use seer_pipelines::answer::{Answerer, Ask, TurnEvent};
@@ -53,6 +54,8 @@ pub struct Listener {
     voice: broadcast::Sender<VoiceEvent>,
     /// Whether the always-on listener is running (wake mode with models).
     wake: bool,
+    /// The camera for spoken questions about what is in view.
+    eyes: Option<VoiceEyes>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -75,6 +78,11 @@ pub fn code_of(e: &ListenError) -> Code {
 }
 
 impl Listener {
+    /// The camera spoken questions may use.
+    pub fn eyes(&self) -> Option<VoiceEyes> {
+        self.eyes.clone()
+    }
+
     /// Starts listening as `[listen]` says. In wake mode the speech models
     /// must be installed; if they are not, the daemon says how to get them
     /// and carries on with push-to-talk only (which looks again each time).
@@ -84,11 +92,13 @@ impl Listener {
         model: ModelConfig,
         state: StateBus,
         answerer: Answerer,
+        eyes: Option<VoiceEyes>,
     ) -> Result<Arc<Self>, String> {
         let (voice, _) = broadcast::channel(256);
         let mut this = Self {
             cfg,
             model,
+            eyes,
             state: state.clone(),
             ears: None,
             voice,
@@ -314,7 +324,19 @@ async fn dispatch(
     }
 }
 
-/// Asks `text` and sends the answer's events to `voice` subscribers.
+/// The camera's frame for a spoken question, when `[vision] voice_camera`
+/// says it gets one (taken off the executor: opening a camera blocks).
+pub async fn look_for(eyes: Option<VoiceEyes>, question: &str) -> Option<Arc<image::RgbImage>> {
+    let eyes = eyes?;
+    let q = question.to_owned();
+    tokio::task::spawn_blocking(move || eyes.frame_for(&q))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Asks `text` (with the camera's frame when the question gets one) and
+/// sends the answer's events to `voice` subscribers.
 fn voice_turn(
     l: &Arc<Listener>,
     answerer: &Answerer,
@@ -322,26 +344,31 @@ fn voice_turn(
     text: String,
     conversation: String,
 ) {
-    let ask = Ask {
-        text,
-        conversation: Some(conversation),
-        max_tokens: None,
-        image: None,
-    };
-    let mut turn = match answerer.submit(ask) {
-        Ok(t) => t,
-        Err(e) => {
-            l.state.set_if(&[State::Transcribing], State::Idle);
-            l.publish(
-                "error",
-                Some(id),
-                json!({"code": protocol::answer_code(&e).as_str(), "message": e.to_string()}),
-            );
-            return;
-        }
-    };
+    let eyes = l.eyes.clone();
+    let answerer = answerer.clone();
     let l = Arc::downgrade(l);
     tokio::spawn(async move {
+        let image = look_for(eyes, &text).await;
+        let ask = Ask {
+            text,
+            conversation: Some(conversation),
+            max_tokens: None,
+            image,
+        };
+        let mut turn = match answerer.submit(ask) {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(l) = l.upgrade() {
+                    l.state.set_if(&[State::Transcribing], State::Idle);
+                    l.publish(
+                        "error",
+                        Some(id),
+                        json!({"code": protocol::answer_code(&e).as_str(), "message": e.to_string()}),
+                    );
+                }
+                return;
+            }
+        };
         while let Some(ev) = turn.events.recv().await {
             let Some(l) = l.upgrade() else { return };
             if matches!(ev, TurnEvent::End { .. })

@@ -698,11 +698,13 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                                     Some(&id),
                                 ));
                             } else {
+                                let image =
+                                    crate::listen::look_for(shared.listener.eyes(), &text).await;
                                 let ask = Ask {
                                     text,
                                     conversation: None,
                                     max_tokens: None,
-                                    image: None,
+                                    image,
                                 };
                                 start_turn(&shared, &client, &turns, id.clone(), ask, true, None);
                             }

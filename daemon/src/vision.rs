@@ -4,6 +4,7 @@
 //! ever sees a decoded RGB frame.
 
 use crate::camera::Camera;
+use crate::config::VoiceCamera;
 use crate::protocol::{Code, ImageRef};
 use base64::Engine;
 use seer_platform::frames::{self, ImageError};
@@ -59,4 +60,77 @@ pub fn load(
         };
         (code, format!("ask.image: {e}"))
     })
+}
+
+/// The camera as spoken questions use it, when both a camera and a vision
+/// model are configured: `[vision] voice_camera` decides which questions
+/// get the current frame.
+#[derive(Debug, Clone)]
+pub struct VoiceEyes {
+    /// The daemon's camera.
+    pub camera: Arc<Camera>,
+    /// `never`, `when-asked` or `always`.
+    pub rule: VoiceCamera,
+}
+
+impl VoiceEyes {
+    /// Whether `question` gets the camera's frame.
+    pub fn wants(&self, question: &str) -> bool {
+        match self.rule {
+            VoiceCamera::Never => false,
+            VoiceCamera::Always => true,
+            VoiceCamera::WhenAsked => mentions_looking(question),
+        }
+    }
+
+    /// The frame for `question`, if it gets one. Blocking. A camera that
+    /// fails is logged and the question is answered without it: a spoken
+    /// question should get an answer, not an error about a lens.
+    pub fn frame_for(&self, question: &str) -> Option<Arc<image::RgbImage>> {
+        if !self.wants(question) {
+            return None;
+        }
+        match self.camera.look() {
+            Ok(f) => Some(f.image),
+            Err((_, m)) => {
+                tracing::warn!("spoken question answered without the camera: {m}");
+                None
+            }
+        }
+    }
+}
+
+/// Whether a question is about what is in view: it talks about looking,
+/// seeing or reading, or points at "this"/"these"/"here".
+pub fn mentions_looking(question: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "look", "looking", "looks", "see", "seeing", "seen", "read", "reading", "view", "this",
+        "these", "here", "holding", "front",
+    ];
+    question
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .map(|w| w.to_lowercase())
+        .any(|w| WORDS.contains(&w.as_str()))
+        && !question.trim().is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions_looking;
+
+    #[test]
+    fn questions_about_the_view_are_recognised() {
+        for q in [
+            "What am I looking at?",
+            "Can you read this sign?",
+            "What is this?",
+            "Do you see a cat?",
+            "what's in front of me",
+        ] {
+            assert!(mentions_looking(q), "{q}");
+        }
+        for q in ["What is the capital of France?", "Tell me a joke", ""] {
+            assert!(!mentions_looking(q), "{q}");
+        }
+    }
 }

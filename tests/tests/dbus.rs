@@ -109,7 +109,12 @@ impl Monitor {
         let (tx, lines) = std::sync::mpsc::channel::<String>();
         let stdout = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // Lossy: one odd byte in a signal must not end the monitor.
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                buf.clear();
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -441,4 +446,108 @@ fn push_to_talk_over_dbus_is_answered_with_the_answer_signal() {
     let out = bus.busctl(&["call", DEST, PATH, DEST, "StopListening"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("not listening"), "{}", text(&out));
+}
+
+/// `Ask` with `image_path` and `use_camera` is answered by the vision model
+/// (transformers' exact greedy tokens for the fixture), and `CameraActive`
+/// is true after a look, announced when it changes, and false after mute.
+#[test]
+fn ask_with_an_image_or_the_camera_over_dbus() {
+    let bus = Bus::start();
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let photo = fixtures.join("images/coffee_landscape.jpg");
+    let _d = bus.seerd(&format!(
+        "[vision]\nmodel = {:?}\ncamera = {photo:?}\nkeep_warm_seconds = 60\n",
+        fixtures.join("smolvlm-tiny/hf")
+    ));
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("smolvlm-tiny/reference.json")).expect("json"),
+    )
+    .expect("json");
+    let want = reference["cases"]["coffee_landscape.untiled"]["greedy_text"]
+        .as_str()
+        .expect("greedy_text");
+    let active = |bus: &Bus| {
+        text(&bus.busctl(&["get-property", DEST, PATH, DEST, "CameraActive"]))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(active(&bus), "b false");
+    let monitor = Monitor::start(&bus);
+
+    let photo_s = photo.to_str().expect("utf-8 path");
+    let out = bus.busctl(&[
+        "call",
+        DEST,
+        PATH,
+        DEST,
+        "Ask",
+        "sa{sv}",
+        "What is in this image?",
+        "2",
+        "image_path",
+        "s",
+        photo_s,
+        "max_tokens",
+        "u",
+        "16",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(want.trim()),
+        "{} vs {want:?}",
+        text(&out)
+    );
+    assert_eq!(active(&bus), "b false", "a photo does not open the camera");
+
+    let out = bus.busctl(&[
+        "call",
+        DEST,
+        PATH,
+        DEST,
+        "Ask",
+        "sa{sv}",
+        "What is in this image?",
+        "2",
+        "use_camera",
+        "b",
+        "true",
+        "max_tokens",
+        "u",
+        "16",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(want.trim()), "{}", text(&out));
+    assert_eq!(active(&bus), "b true");
+    let seen = monitor.seen(&["'CameraActive': <true>"], Duration::from_secs(10));
+    assert!(
+        seen.iter().any(|l| l.contains("'CameraActive': <true>")),
+        "{seen:#?}"
+    );
+
+    let out = bus.busctl(&["set-property", DEST, PATH, DEST, "Muted", "b", "true"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t0 = std::time::Instant::now();
+    while active(&bus) != "b false" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "mute left the camera on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = bus.busctl(&[
+        "call",
+        DEST,
+        PATH,
+        DEST,
+        "Ask",
+        "sa{sv}",
+        "What is this?",
+        "1",
+        "use_camera",
+        "b",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("muted"), "{}", text(&out));
 }

@@ -361,3 +361,64 @@ fn a_vanished_sound_server_is_survived_and_capture_recovers() {
         "{end}"
     );
 }
+
+/// A spoken question about what is in view (`[vision] voice_camera =
+/// "when-asked"`, the default) is answered by the vision model with the
+/// camera's frame, and the camera turns on; a spoken question about
+/// anything else goes to the language model and leaves the camera off.
+#[test]
+fn a_spoken_question_about_the_view_looks_through_the_camera() {
+    let sound = SoundServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let d = Daemon::start_with_env(
+        &format!(
+            "[listen]\nmode = \"push-to-talk\"\nmodel = {:?}\nvad = {:?}\n[vision]\nmodel = {:?}\ncamera = {:?}\nkeep_warm_seconds = 30\n",
+            test_model("ggml-base.bin"),
+            test_model("ggml-silero-v6.2.3.bin"),
+            fixtures.join("smolvlm-tiny/hf"),
+            fixtures.join("images/coffee_landscape.jpg"),
+        ),
+        &[("PULSE_SERVER", sound.server().as_str())],
+    );
+    let mut c = d.connect();
+    let status = |c: &mut Client| {
+        c.send(json!({"v": 1, "type": "status", "id": "s"}));
+        let evs = c.recv_until(&["status"]);
+        evs.last().expect("status")["camera"]["active"].clone()
+    };
+
+    let evs = push_to_talk(
+        &mut c,
+        &sound,
+        &say(dir.path(), "What is the capital of Japan?"),
+        "text",
+    );
+    let end = evs.last().expect("event");
+    assert!(
+        end["text"].as_str().unwrap_or("").contains("Tokyo"),
+        "{end}"
+    );
+    assert_eq!(end["timings"]["image_encode_ms"], 0.0, "{end}");
+    assert_eq!(status(&mut c), false, "a text question opened the camera");
+
+    let evs = push_to_talk(
+        &mut c,
+        &sound,
+        &say(dir.path(), "What am I looking at?"),
+        "look",
+    );
+    let heard = evs
+        .iter()
+        .find(|e| e["type"] == "transcript.final")
+        .and_then(|e| e["text"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let end = evs.last().expect("event");
+    assert_eq!(end["type"], "answer.end", "heard {heard:?}: {evs:#?}");
+    assert!(
+        end["timings"]["image_encode_ms"].as_f64().unwrap_or(0.0) > 0.0,
+        "heard {heard:?}, answered without the camera: {end}"
+    );
+    assert_eq!(status(&mut c), true, "the camera is warm after a look");
+}

@@ -171,6 +171,11 @@ fn run() -> Result<()> {
         },
         state.clone(),
     );
+    let eyes =
+        (!vision_model.is_null() && camera.configured()).then(|| seer_daemon::vision::VoiceEyes {
+            camera: camera.clone(),
+            rule: config.vision.voice_camera,
+        });
     runtime.block_on(async move {
         let listener = server::bind(&socket, group)?;
         let ptt = seer_daemon::listen::Listener::start(
@@ -178,6 +183,7 @@ fn run() -> Result<()> {
             config.model.clone(),
             state.clone(),
             answerer.clone(),
+            eyes,
         )
         .map_err(anyhow::Error::msg)?;
         let shared = Arc::new(Shared {
