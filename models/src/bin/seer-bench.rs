@@ -1,12 +1,15 @@
 //! `seer-bench`: prints load time, prefill and decode throughput, time to first
-//! token and peak RSS for a GGUF model, as one JSON line, so
-//! `scripts/bench-llm.sh` can set it beside llama.cpp on the same input.
+//! token and peak RSS for a GGUF model (`llm`), or vision-encoder time per
+//! tile and time to first answer token for a photo (`vlm`), as one JSON
+//! line, so `scripts/bench-llm.sh` and `scripts/bench-vlm.sh` can set it
+//! beside llama.cpp on the same input.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use seer_models::device::{self, BackendKind};
-use seer_models::generate::{CancelToken, Engine, EngineOptions, Request};
+use seer_models::generate::{CancelToken, Engine, EngineOptions, Request, VlmFiles};
 use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks for Seer's models")]
@@ -41,6 +44,122 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         warmup: usize,
     },
+    /// Vision-language model: encoder ms per tile, TTFT for one photo, peak RSS.
+    Vlm {
+        /// HF SmolVLM directory, or the decoder GGUF (with --mmproj).
+        #[arg(long)]
+        model: PathBuf,
+        /// llama.cpp's mmproj GGUF when --model is a GGUF.
+        #[arg(long)]
+        mmproj: Option<PathBuf>,
+        /// The photo.
+        #[arg(long)]
+        image: PathBuf,
+        /// The question.
+        #[arg(long, default_value = "What is in this image?")]
+        question: String,
+        /// Tiles plus a global view instead of one squashed tile.
+        #[arg(long)]
+        tiling: bool,
+        /// auto, cpu or wgpu.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// CPU threads for the CPU backend.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Tokens to decode (end-of-sequence is ignored).
+        #[arg(long, default_value_t = 16)]
+        gen_tokens: usize,
+        /// Untimed runs first (wgpu compiles its kernels on first use).
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Timed runs; medians are printed.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_vlm(
+    model: PathBuf,
+    mmproj: Option<PathBuf>,
+    image: PathBuf,
+    question: String,
+    tiling: bool,
+    backend: BackendKind,
+    threads: usize,
+    gen_tokens: usize,
+    warmup: usize,
+    runs: usize,
+) -> Result<()> {
+    let files = match mmproj {
+        Some(mmproj) => VlmFiles::GgufPair { model, mmproj },
+        None => VlmFiles::HfDir(model),
+    };
+    let opts = EngineOptions {
+        backend,
+        context_length: 4096,
+        weights: None,
+    };
+    let engine =
+        Engine::load_vlm(&files, &opts, tiling).with_context(|| format!("loading {files:?}"))?;
+    let photo = image::open(&image)
+        .with_context(|| format!("reading {}", image.display()))?
+        .to_rgb8();
+    let vision = engine.vision().context("not a vision-language model")?;
+    let (mut pre, mut enc, mut ttft, mut prefill, mut decode) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut tiles = 0;
+    let mut prompt_tokens = 0;
+    for i in 0..warmup + runs {
+        // The processor alone, then the tower alone (one batch of all tiles).
+        let t0 = Instant::now();
+        let prepared = vision.prepare(&photo);
+        let pre_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let t0 = Instant::now();
+        let f = vision.encode(&[&prepared])?;
+        let _ = f.into_data();
+        let enc_ms = t0.elapsed().as_secs_f64() * 1e3;
+        // The whole turn: processor, tower, merge, prefill, first token, decode.
+        let prompt = engine.image_prompt(&[], &question, &photo)?;
+        tiles = prompt.tiles;
+        prompt_tokens = prompt.ids.len();
+        let mut req = Request::with_image(prompt, gen_tokens);
+        req.ignore_eos = true;
+        let out = engine.generate(req, CancelToken::new())?.finish()?;
+        if i >= warmup {
+            let t = &out.timings;
+            pre.push(pre_ms);
+            enc.push(enc_ms / tiles as f64);
+            ttft.push(t.image_encode_ms + t.time_to_first_token_ms);
+            prefill.push(t.prefill_tokens_per_s);
+            decode.push(t.decode_tokens_per_s);
+        }
+    }
+    let json = serde_json::json!({
+        "engine": format!("seer/{}", engine.device().kind),
+        "adapter": engine.device().description,
+        "threads": threads,
+        "load_ms": engine.load_time().as_secs_f64() * 1e3,
+        "image": image,
+        "tiling": tiling,
+        "tiles": tiles,
+        "tile_px": vision.processor().tile,
+        "prompt_tokens": prompt_tokens,
+        "preprocess_ms": median(pre),
+        "encoder_ms_per_tile": median(enc),
+        "ttft_ms": median(ttft),
+        "prefill_tok_s": median(prefill),
+        "decode_tok_s": median(decode),
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    println!("{json}");
+    Ok(())
 }
 
 fn peak_rss_mb() -> f64 {
@@ -63,15 +182,51 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let Cli { cmd } = Cli::parse();
-    let Cmd::Llm {
-        model,
-        backend,
-        threads,
-        prompt_file,
-        prompt_tokens,
-        gen_tokens,
-        warmup,
-    } = cmd;
+    let (model, backend, threads, prompt_file, prompt_tokens, gen_tokens, warmup) = match cmd {
+        Cmd::Llm {
+            model,
+            backend,
+            threads,
+            prompt_file,
+            prompt_tokens,
+            gen_tokens,
+            warmup,
+        } => (
+            model,
+            backend,
+            threads,
+            prompt_file,
+            prompt_tokens,
+            gen_tokens,
+            warmup,
+        ),
+        Cmd::Vlm {
+            model,
+            mmproj,
+            image,
+            question,
+            tiling,
+            backend,
+            threads,
+            gen_tokens,
+            warmup,
+            runs,
+        } => {
+            device::set_cpu_threads(threads);
+            return bench_vlm(
+                model,
+                mmproj,
+                image,
+                question,
+                tiling,
+                backend.parse()?,
+                threads,
+                gen_tokens,
+                warmup,
+                runs.max(1),
+            );
+        }
+    };
     let backend: BackendKind = backend.parse()?;
     device::set_cpu_threads(threads);
     let opts = EngineOptions {
