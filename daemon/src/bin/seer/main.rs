@@ -78,7 +78,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
-    /// Audio input devices and their formats.
+    /// Audio input devices and their formats, and cameras.
     Devices,
     /// Transcribe a WAV file or the microphone (works without the daemon).
     #[command(args_override_self = true)]
@@ -191,6 +191,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     println!("    {c}");
                 }
             }
+            print_cameras();
             Ok(())
         }
         Cmd::Completions { shell } => {
@@ -278,6 +279,45 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+    }
+}
+
+/// Cameras: the configured image source (what this build captures from) and
+/// the V4L2 devices the kernel has.
+fn print_cameras() {
+    println!("cameras:");
+    let path = seer_daemon::config::Config::locate(None);
+    let source = seer_daemon::config::Config::load(path.as_deref(), false)
+        .map(|c| c.vision.camera)
+        .unwrap_or_default();
+    if source.as_os_str().is_empty() {
+        println!("    [vision] camera: not configured");
+    } else {
+        match seer_platform::frames::image_files(&source) {
+            Ok(files) => {
+                let first = files
+                    .first()
+                    .and_then(|f| {
+                        seer_platform::frames::load(f, seer_platform::frames::DEFAULT_MAX_PIXELS)
+                            .ok()
+                    })
+                    .map(|i| format!(", first {}×{} RGB", i.width(), i.height()))
+                    .unwrap_or_default();
+                println!(
+                    "    {} (image source: {} image(s){first})",
+                    source.display(),
+                    files.len()
+                );
+            }
+            Err(e) => println!("    {} (image source: {e})", source.display()),
+        }
+    }
+    for d in seer_platform::frames::video_devices() {
+        println!(
+            "    {} {:?} (V4L2; this build does not capture from it yet)",
+            d.path.display(),
+            d.name
+        );
     }
 }
 
