@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Frames kept for choosing the sharpest.
-const STORE: usize = 8;
+const STORE: usize = 4;
 /// A look picks among frames this recent.
 const SHARPEST_WINDOW: Duration = Duration::from_millis(700);
 /// How long a look waits for the first frame of a camera it just opened.
@@ -40,6 +40,12 @@ pub struct CameraOptions {
 #[derive(Debug)]
 struct Inner {
     running: bool,
+    /// Looks waiting for a frame: the camera is in use while any waits,
+    /// whatever the keep-warm time.
+    waiting: usize,
+    /// Bumped when the camera opens, so a closing pump knows whether a
+    /// newer session owns the indicator.
+    session: u64,
     store: FrameStore,
     last_use: Instant,
     error: Option<String>,
@@ -63,6 +69,8 @@ impl Camera {
             state,
             inner: Mutex::new(Inner {
                 running: false,
+                waiting: 0,
+                session: 0,
                 store: FrameStore::new(STORE),
                 last_use: Instant::now(),
                 error: None,
@@ -120,32 +128,49 @@ impl Camera {
         let mut inner = self.lock();
         inner.last_use = asked;
         if !inner.running {
+            // The indicator goes on before capture starts, never after.
+            self.active.send_replace(true);
             let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let src = ImageSource::start(source, self.opts.fps, self.opts.max_pixels, tx).map_err(
-                |e| {
-                    (
+            let src = match ImageSource::start(source, self.opts.fps, self.opts.max_pixels, tx) {
+                Ok(src) => src,
+                Err(e) => {
+                    self.active.send_replace(false);
+                    return Err((
                         Code::DeviceUnavailable,
                         format!("camera {}: {e}", source.display()),
-                    )
-                },
-            )?;
+                    ));
+                }
+            };
             inner.running = true;
+            inner.session += 1;
             inner.error = None;
             inner.store.clear();
-            self.active.send_replace(true);
             tracing::info!(source = %source.display(), "camera on");
             let me = self.clone();
-            std::thread::Builder::new()
+            let session = inner.session;
+            if let Err(e) = std::thread::Builder::new()
                 .name("seer-camera".into())
-                .spawn(move || me.pump(src, rx))
-                .map_err(|e| (Code::Internal, format!("starting the camera thread: {e}")))?;
+                .spawn(move || me.pump(src, rx, session))
+            {
+                // The closure (and with it the source) was dropped: nothing captures.
+                inner.running = false;
+                self.active.send_replace(false);
+                return Err((Code::Internal, format!("starting the camera thread: {e}")));
+            }
         }
-        loop {
+        inner.waiting += 1;
+        let result = loop {
+            if self.state.muted() {
+                break Err((
+                    Code::DeviceUnavailable,
+                    "ask.image.camera: muted; the camera stays off until unmuted".into(),
+                ));
+            }
             if let Some(f) = inner.store.sharpest(SHARPEST_WINDOW) {
-                return Ok(f.clone());
+                break Ok(f.clone());
             }
             if !inner.running {
-                return Err((Code::DeviceUnavailable, "the camera closed".into()));
+                break Err((Code::DeviceUnavailable, "the camera closed".into()));
             }
             let left = FIRST_FRAME.saturating_sub(asked.elapsed());
             if left.is_zero() {
@@ -153,7 +178,7 @@ impl Camera {
                     .error
                     .clone()
                     .unwrap_or_else(|| "no frame arrived".into());
-                return Err((
+                break Err((
                     Code::DeviceUnavailable,
                     format!(
                         "camera {}: no frame in {} s ({why})",
@@ -167,21 +192,27 @@ impl Camera {
                 .wait_timeout(inner, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
+        };
+        inner.waiting -= 1;
+        // Keep-warm counts from when the look was served.
+        inner.last_use = Instant::now();
+        result
     }
 
     /// Moves frames into the store until the camera has been idle for the
     /// keep-warm time or the daemon is muted, then closes it.
-    fn pump(&self, source: ImageSource, rx: std::sync::mpsc::Receiver<FrameEvent>) {
+    fn pump(&self, source: ImageSource, rx: std::sync::mpsc::Receiver<FrameEvent>, session: u64) {
         loop {
             let mut ended = false;
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(FrameEvent::Frame(f)) => {
+                // A frame captured after a mute is never served.
+                Ok(FrameEvent::Frame(f)) if !self.state.muted() => {
                     let mut inner = self.lock();
                     inner.store.push(f);
                     inner.error = None;
                     self.frames.notify_all();
                 }
+                Ok(FrameEvent::Frame(_)) => {}
                 Ok(FrameEvent::Error(e)) => {
                     tracing::warn!("camera: {e}");
                     self.lock().error = Some(e);
@@ -194,15 +225,23 @@ impl Camera {
             // sees the camera open (and is served by this pump) or closed
             // (and opens a new one).
             let mut inner = self.lock();
-            if ended || self.state.muted() || inner.last_use.elapsed() >= self.opts.keep_warm {
+            let muted = self.state.muted();
+            let idle = inner.waiting == 0 && inner.last_use.elapsed() >= self.opts.keep_warm;
+            if ended || muted || idle {
                 inner.running = false;
                 inner.store.clear();
-                self.active.send_replace(false);
                 self.frames.notify_all();
                 break;
             }
         }
+        // Capture stops (the source's thread is joined) before the
+        // indicator goes off, unless a newer session has already turned it on.
         drop(source);
+        let inner = self.lock();
+        if inner.session == session && !inner.running {
+            self.active.send_replace(false);
+        }
+        drop(inner);
         tracing::info!("camera off");
     }
 }

@@ -71,6 +71,9 @@ pub struct Assistant {
     models: HashMap<String, String>,
     listener: Option<Arc<Listener>>,
     camera: Option<(Arc<crate::camera::Camera>, u64)>,
+    /// Whether a vision model is configured (the camera is never opened
+    /// for nothing).
+    vision: bool,
     captures: AtomicU64,
 }
 
@@ -83,14 +86,22 @@ impl Assistant {
             models,
             listener: None,
             camera: None,
+            vision: false,
             captures: AtomicU64::new(0),
         }
     }
 
     /// Serves the `image_path` and `use_camera` options and `CameraActive`
     /// (`max_pixels` bounds `image_path` images).
-    pub fn with_camera(mut self, camera: Arc<crate::camera::Camera>, max_pixels: u64) -> Self {
+    /// `vision` says whether a vision model is configured.
+    pub fn with_camera(
+        mut self,
+        camera: Arc<crate::camera::Camera>,
+        max_pixels: u64,
+        vision: bool,
+    ) -> Self {
         self.camera = Some((camera, max_pixels));
+        self.vision = vision;
         self
     }
 
@@ -146,6 +157,11 @@ impl Assistant {
                     let s = <&str>::try_from(value).map_err(|_| {
                         Error::BadRequest("option image_path must be a string (s)".into())
                     })?;
+                    if image.is_some() {
+                        return Err(Error::BadRequest(
+                            "give image_path or use_camera, not both".into(),
+                        ));
+                    }
                     image = Some(ImageRef {
                         path: Some(s.into()),
                         base64: None,
@@ -157,6 +173,11 @@ impl Assistant {
                         Error::BadRequest("option use_camera must be a boolean (b)".into())
                     })?;
                     if on {
+                        if image.is_some() {
+                            return Err(Error::BadRequest(
+                                "give image_path or use_camera, not both".into(),
+                            ));
+                        }
                         image = Some(ImageRef {
                             path: None,
                             base64: None,
@@ -176,6 +197,12 @@ impl Assistant {
             let Some((camera, max)) = self.camera.clone() else {
                 return Err(Error::Unsupported("images are not configured".into()));
             };
+            if !self.vision {
+                return Err(Error::Unsupported(
+                    "no vision model is configured ([vision] model); this daemon cannot look at images"
+                        .into(),
+                ));
+            }
             let got =
                 tokio::task::spawn_blocking(move || crate::vision::load(&image, max, &camera))
                     .await

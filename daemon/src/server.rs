@@ -448,17 +448,31 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
     let turns = &conn.turns;
     match req {
         Request::Ask(a) => {
+            if id_in_use(turns, client, &a.id) {
+                return;
+            }
             if let Some(image) = a.image {
                 // Read, checked (or taken from the camera) off the executor;
                 // a bad image gets its own error and the turn never starts.
+                // The id is taken meanwhile, so `cancel` and a closing
+                // connection reach a turn whose image is still loading.
+                let cancel = CancelToken::new();
+                register(turns, &a.id, &cancel);
                 let (shared, client, turns) = (shared.clone(), client.clone(), turns.clone());
                 tokio::spawn(async move {
+                    let id = a.id.clone();
+                    let fail = |code: Code, message: &str| {
+                        turns
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&id);
+                        client.send(protocol::error_event(code, message, Some(&id)));
+                    };
                     const NO_VLM: &str = "no vision model is configured ([vision] model); this daemon cannot look at images";
                     // Opening the camera for nothing would light the
                     // privacy indicator for nothing.
                     if shared.vision_model.is_null() && image.camera.is_some() {
-                        client.send(protocol::error_event(Code::Unsupported, NO_VLM, Some(&a.id)));
-                        return;
+                        return fail(Code::Unsupported, NO_VLM);
                     }
                     let max = shared.max_image_pixels;
                     let camera = shared.camera.clone();
@@ -468,22 +482,19 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                     .await;
                     let img = match got {
                         Ok(Ok(img)) => img,
-                        Ok(Err((code, message))) => {
-                            client.send(protocol::error_event(code, &message, Some(&a.id)));
-                            return;
-                        }
-                        Err(e) => {
-                            client.send(protocol::error_event(
-                                Code::Internal,
-                                &format!("reading the image: {e}"),
-                                Some(&a.id),
-                            ));
-                            return;
-                        }
+                        Ok(Err((code, message))) => return fail(code, &message),
+                        Err(e) => return fail(Code::Internal, &format!("reading the image: {e}")),
                     };
                     // A good image, and nothing to look at it with.
                     if shared.vision_model.is_null() {
-                        client.send(protocol::error_event(Code::Unsupported, NO_VLM, Some(&a.id)));
+                        return fail(Code::Unsupported, NO_VLM);
+                    }
+                    turns
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&a.id);
+                    if cancel.is_cancelled() {
+                        client.send(protocol::event("cancelled", Some(&a.id), json!({})));
                         return;
                     }
                     let ask = Ask {

@@ -105,7 +105,7 @@ impl VoiceEyes {
 pub fn mentions_looking(question: &str) -> bool {
     const WORDS: &[&str] = &[
         "look", "looking", "looks", "see", "seeing", "seen", "read", "reading", "view", "this",
-        "these", "here", "holding", "front",
+        "these", "holding", "front",
     ];
     question
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
@@ -129,7 +129,12 @@ mod tests {
         ] {
             assert!(mentions_looking(q), "{q}");
         }
-        for q in ["What is the capital of France?", "Tell me a joke", ""] {
+        for q in [
+            "What is the capital of France?",
+            "Tell me a joke",
+            "Is it raining here?",
+            "",
+        ] {
             assert!(!mentions_looking(q), "{q}");
         }
     }

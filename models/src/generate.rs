@@ -381,35 +381,67 @@ impl Engine {
         self.vision.as_ref()
     }
 
-    /// A prompt that shows `image` with `question` after `history` (plain
-    /// text turns), rendered with the model's template as SmolVLM's processor
-    /// does, with the image features merged into the input embeddings.
-    pub fn image_prompt(
-        &self,
-        history: &[Message],
-        question: &str,
-        image: &image::RgbImage,
-    ) -> Result<ImagePrompt> {
-        let vision = self.vision.as_ref().ok_or_else(|| {
+    /// The context length prompts and answers share.
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn vision_or_err(&self) -> Result<&Vision> {
+        self.vision.as_ref().ok_or_else(|| {
             ModelError::InvalidRequest(
                 "this model has no vision tower; it cannot see images".into(),
             )
-        })?;
-        let t0 = Instant::now();
+        })
+    }
+
+    /// Resizes, tiles and normalises a photo for [`Engine::image_prompt_ids`]
+    /// and [`Engine::encode_image_prompt`].
+    pub fn prepare_image(&self, image: &image::RgbImage) -> Result<PreparedImage> {
+        Ok(self.vision_or_err()?.prepare(image))
+    }
+
+    /// Token ids of a prompt that shows `prepared` with `question` after
+    /// `history` (plain text turns), rendered with the model's template and
+    /// expanded as SmolVLM's processor does. Cheap (no vision tower), so a
+    /// caller can fit history to the context before encoding.
+    pub fn image_prompt_ids(
+        &self,
+        history: &[Message],
+        question: &str,
+        prepared: &PreparedImage,
+    ) -> Result<Vec<u32>> {
+        let vision = self.vision_or_err()?;
         let tmpl = self.tokenizer.chat_template().ok_or_else(|| {
             ModelError::Template("the vision-language model ships no chat template".into())
         })?;
-        let text_turn = |m: &Message| serde_json::json!({"role": m.role, "content": [{"type": "text", "text": m.content}]});
+        // Earlier turns are text: an `<image>` typed (or generated) in them
+        // is not a placeholder.
+        let text_turn = |m: &Message| {
+            let text = m
+                .content
+                .replace(crate::vision::IMAGE_PLACEHOLDER, "<image >");
+            serde_json::json!({"role": m.role, "content": [{"type": "text", "text": text}]})
+        };
         let mut messages: Vec<serde_json::Value> = history.iter().map(text_turn).collect();
         messages.push(serde_json::json!({
             "role": "user",
             "content": [{"type": "image"}, {"type": "text", "text": question}],
         }));
         let rendered = tmpl.render_any(&messages, true)?;
-        let prepared: PreparedImage = vision.prepare(image);
-        let expanded = vision.expand_prompt(&rendered, &[&prepared])?;
-        let ids = self.tokenizer.encode(&expanded, false)?;
-        let features = vision.encode(&[&prepared])?;
+        let expanded = vision.expand_prompt(&rendered, &[prepared])?;
+        self.tokenizer.encode(&expanded, false)
+    }
+
+    /// Runs the vision tower on `prepared` and merges its features into the
+    /// embeddings of `ids` (from [`Engine::image_prompt_ids`]).
+    pub fn encode_image_prompt(
+        &self,
+        ids: Vec<u32>,
+        prepared: &PreparedImage,
+    ) -> Result<ImagePrompt> {
+        let vision = self.vision_or_err()?;
+        let t0 = Instant::now();
+        let features = vision.encode(&[prepared])?;
         let embeds = vision.merge(&self.model, &ids, features)?;
         // Wait for the device so the time is the encoder's, not prefill's.
         let _ = embeds.clone().narrow(0, 0, 1).into_data();
@@ -418,8 +450,21 @@ impl Engine {
             ids,
             embeds,
             tiles: prepared.tiles,
-            encode_ms: ms(t0.elapsed()),
+            encode_ms: prepared.prepare_ms + ms(t0.elapsed()),
         })
+    }
+
+    /// [`Engine::prepare_image`], [`Engine::image_prompt_ids`] and
+    /// [`Engine::encode_image_prompt`] in one call.
+    pub fn image_prompt(
+        &self,
+        history: &[Message],
+        question: &str,
+        image: &image::RgbImage,
+    ) -> Result<ImagePrompt> {
+        let prepared = self.prepare_image(image)?;
+        let ids = self.image_prompt_ids(history, question, &prepared)?;
+        self.encode_image_prompt(ids, &prepared)
     }
 
     /// The model.

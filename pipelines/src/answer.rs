@@ -316,10 +316,14 @@ impl Worker {
         let req = match &job.ask.image {
             // SmolVLM is prompted as its processor does, with no system
             // prompt (the small models follow one poorly).
-            Some(img) => match fit_image_prompt(engine, &cfg, &mut history, &job.ask.text, img) {
-                Ok(p) => Request::with_image(p, max_tokens),
-                Err(e) => return TurnEvent::Failed(e),
-            },
+            Some(img) => {
+                match fit_image_prompt(engine, &cfg, &mut history, &job.ask.text, img, &job.cancel)
+                {
+                    Ok(Some(p)) => Request::with_image(p, max_tokens),
+                    Ok(None) => return TurnEvent::Cancelled,
+                    Err(e) => return TurnEvent::Failed(e),
+                }
+            }
             None => match fit_prompt(engine, &cfg, &mut history, &job.ask.text) {
                 Ok(p) => Request::new(p, max_tokens),
                 Err(e) => return TurnEvent::Failed(e),
@@ -380,28 +384,52 @@ fn load<'a>(src: &'a mut EngineSource, what: &str) -> Result<&'a Engine, AnswerE
     }
 }
 
-/// History + image + question for the vision-language model, dropping the
-/// oldest turns until the prompt fits the budget plus the image's tokens.
+/// History + image + question for the vision-language model: the photo is
+/// prepared once, the oldest turns are dropped until the text fits the
+/// history budget and the whole prompt the context, and only then does the
+/// vision tower run (once).
 fn fit_image_prompt(
     engine: &Engine,
     cfg: &AnswerConfig,
     history: &mut Vec<Message>,
     question: &str,
     image: &image::RgbImage,
-) -> Result<ImagePrompt, AnswerError> {
+    cancel: &CancelToken,
+) -> Result<Option<ImagePrompt>, AnswerError> {
     let map = |e: ModelError| match e {
         ModelError::InvalidRequest(m) => AnswerError::BadRequest(m),
         other => AnswerError::Internal(other.to_string()),
     };
-    loop {
-        let p = engine.image_prompt(history, question, image).map_err(map)?;
-        let text_tokens = p.ids.len() - p.image_tokens;
-        if text_tokens <= cfg.history_tokens || history.is_empty() {
-            return Ok(p);
+    let prepared = engine.prepare_image(image).map_err(map)?;
+    let context = engine.context_length();
+    let seq_len = engine.vision().map_or(0, |v| v.processor().image_seq_len);
+    let ids = loop {
+        let ids = engine
+            .image_prompt_ids(history, question, &prepared)
+            .map_err(map)?;
+        let image_tokens = (prepared.tiles * seq_len).min(ids.len());
+        let text_tokens = ids.len() - image_tokens;
+        let fits = text_tokens <= cfg.history_tokens && ids.len() < context;
+        if fits || history.is_empty() {
+            if ids.len() >= context {
+                return Err(AnswerError::BadRequest(format!(
+                    "the photo and question need {} prompt tokens ({image_tokens} for {} image tiles); the context holds {context} (turn [vision] tiling off, or raise [model] context_length)",
+                    ids.len(),
+                    prepared.tiles
+                )));
+            }
+            break ids;
         }
         let drop = history.len().min(2);
         history.drain(..drop);
+    };
+    if cancel.is_cancelled() {
+        return Ok(None);
     }
+    engine
+        .encode_image_prompt(ids, &prepared)
+        .map(Some)
+        .map_err(map)
 }
 
 /// Renders system prompt + history + question, dropping the oldest turns

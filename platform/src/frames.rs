@@ -357,11 +357,18 @@ impl ImageSource {
                     }
                     seq += 1;
                     next += period;
+                    // In short naps, so a stop (the camera closing, the
+                    // privacy indicator waiting on it) is seen within 50 ms.
                     let now = Instant::now();
-                    if next > now {
-                        std::thread::sleep(next - now);
-                    } else {
+                    if next <= now {
                         next = now;
+                    }
+                    loop {
+                        let now = Instant::now();
+                        if next <= now || s.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        std::thread::sleep((next - now).min(Duration::from_millis(50)));
                     }
                 }
             })

@@ -192,3 +192,58 @@ fn the_camera_opens_for_a_look_and_closes_after_keep_warm() {
     assert_eq!(ev["code"], "device_unavailable", "{ev}");
     assert!(!camera_active(&mut c));
 }
+
+/// With no keep-warm at all, a look is still served (the camera counts as
+/// in use while a look waits for its frame) and the camera closes after.
+/// An id already taken by a turn whose image is loading is refused.
+#[test]
+fn a_cold_camera_serves_its_look_and_ids_stay_unique() {
+    let photo = fixtures().join("images/coffee_landscape.jpg");
+    let d = Daemon::start(&vision_config(&format!(
+        "camera = {photo:?}\nkeep_warm_seconds = 0\n"
+    )));
+    let mut c = d.connect();
+    let ev = ask_image(&mut c, "cold", json!({"camera": true}));
+    assert_eq!(
+        ev["text"],
+        greedy_text("coffee_landscape.untiled").as_str(),
+        "{ev}"
+    );
+    let t0 = Instant::now();
+    while camera_active(&mut c) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the camera stayed on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    c.send(
+        json!({"v": 1, "type": "ask", "id": "dup", "text": "What is in this image?",
+                  "image": {"camera": true}, "max_tokens": 16}),
+    );
+    c.send(json!({"v": 1, "type": "ask", "id": "dup", "text": "And now?"}));
+    // The image turn takes its id at once, while its frame is still coming:
+    // the second line is refused and the first is answered.
+    let evs = c.recv_until_match(Duration::from_secs(60), |e| {
+        e["id"] == "dup" && (e["type"] == "answer.end" || e["type"] == "error")
+    });
+    let err = evs.last().expect("event");
+    assert_eq!(err["code"], "bad_request", "{evs:#?}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already in use"),
+        "{err}"
+    );
+    let evs = c.recv_until_match(Duration::from_secs(60), |e| {
+        e["id"] == "dup" && (e["type"] == "answer.end" || e["type"] == "error")
+    });
+    let end = evs.last().expect("event");
+    assert_eq!(
+        end["text"],
+        greedy_text("coffee_landscape.untiled").as_str(),
+        "{end}"
+    );
+}

@@ -213,7 +213,11 @@ fn run() -> Result<()> {
                     bus,
                     dbus::Assistant::new(answerer.clone(), shared.state.clone(), models)
                         .with_listener(shared.listener.clone())
-                        .with_camera(shared.camera.clone(), shared.max_image_pixels),
+                        .with_camera(
+                            shared.camera.clone(),
+                            shared.max_image_pixels,
+                            !shared.vision_model.is_null(),
+                        ),
                 )
                 .await
                 {

@@ -63,6 +63,25 @@ impl VisionConfig {
         {
             return Err("sizes and counts must be positive".into());
         }
+        // Bounds far above any SigLIP, so a damaged config is refused
+        // instead of sizing allocations.
+        let limits = [
+            ("hidden_size", c.hidden_size, 16_384),
+            ("intermediate_size", c.intermediate_size, 65_536),
+            ("num_hidden_layers", c.num_layers, 256),
+            ("num_attention_heads", c.num_heads, 256),
+            ("image_size", c.image_size, 4_096),
+            ("patch_size", c.patch_size, 256),
+            ("scale_factor", c.scale_factor, 16),
+            ("text hidden_size", c.text_hidden_size, 32_768),
+        ];
+        for (key, v, max) in limits {
+            if v > max {
+                return Err(format!(
+                    "{key} = {v} is beyond any supported model (at most {max})"
+                ));
+            }
+        }
         if !c.hidden_size.is_multiple_of(c.num_heads) {
             return Err(format!(
                 "hidden size {} is not a multiple of {} heads",
@@ -295,7 +314,8 @@ pub fn processor_from_mmproj(g: &GgufFile, vision: &VisionConfig) -> Result<Proc
     let tile = vision.image_size as u32;
     let cfg = ProcessorConfig {
         longest_edge: match g.get("clip.vision.preproc_image_size") {
-            Some(_) => g.require_u64("clip.vision.preproc_image_size")? as u32,
+            Some(_) => u32::try_from(g.require_u64("clip.vision.preproc_image_size")?)
+                .map_err(|_| g.meta_err("clip.vision.preproc_image_size", "too large"))?,
             None => tile * 4,
         },
         tile,
@@ -310,12 +330,16 @@ pub fn processor_from_mmproj(g: &GgufFile, vision: &VisionConfig) -> Result<Proc
 }
 
 fn check_tile(cfg: &ProcessorConfig, vision: &VisionConfig, path: &Path) -> Result<()> {
-    if cfg.tile as usize != vision.image_size || cfg.longest_edge < cfg.tile {
+    // At most 8 × 8 tiles plus the global one (SmolVLM: 4 × 4).
+    if cfg.tile as usize != vision.image_size
+        || cfg.longest_edge < cfg.tile
+        || cfg.longest_edge > cfg.tile.saturating_mul(8)
+    {
         return Err(ModelError::Metadata {
             path: path.to_owned(),
             key: "max_image_size".into(),
             reason: format!(
-                "tile {} and longest edge {} do not fit a vision model of image size {}",
+                "tile {} and longest edge {} do not fit a vision model of image size {} (the longest edge must be 1 to 8 tiles)",
                 cfg.tile, cfg.longest_edge, vision.image_size
             ),
         });

@@ -74,6 +74,8 @@ pub struct PreparedImage {
     pub tiles: usize,
     /// `tiles × 3 × size × size`, normalised.
     pub pixels: Vec<f32>,
+    /// Time spent resizing and tiling.
+    pub prepare_ms: f64,
 }
 
 /// A vision tower with its processor settings: everything of a VLM except
@@ -165,6 +167,7 @@ impl Vision {
 
     /// Resizes, tiles and normalises one photo.
     pub fn prepare(&self, image: &image::RgbImage) -> PreparedImage {
+        let t0 = std::time::Instant::now();
         let tiles = preprocess::split(image, &self.processor);
         let pixels = preprocess::pixel_values(&tiles, &self.processor);
         PreparedImage {
@@ -172,6 +175,7 @@ impl Vision {
             cols: tiles.cols,
             tiles: tiles.images.len(),
             pixels,
+            prepare_ms: t0.elapsed().as_secs_f64() * 1e3,
         }
     }
 

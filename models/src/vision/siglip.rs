@@ -89,8 +89,7 @@ impl VisionTower {
         let mut layers = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
             let name = |s: &str| format!("v.blk.{l}.{s}");
-            let mut qkv_w = Vec::with_capacity(3 * d * d);
-            let mut qkv_b = Vec::with_capacity(3 * d);
+            let (mut qkv_w, mut qkv_b) = (Vec::new(), Vec::new());
             for part in ["attn_q", "attn_k", "attn_v"] {
                 qkv_w.extend(want(&name(&format!("{part}.weight")), &[d, d])?);
                 qkv_b.extend(want(&name(&format!("{part}.bias")), &[d])?);
