@@ -556,6 +556,23 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                 forward(rx, client.clone(), conn.gone.clone(), |s| {
                     protocol::event("state", None, json!({"state": s}))
                 });
+                // The camera's privacy indicator, as D-Bus's CameraActive.
+                let mut cam = shared.camera.subscribe_active();
+                let (client, mut gone) = (client.clone(), conn.gone.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = gone.changed() => break,
+                            changed = cam.changed() => {
+                                if changed.is_err() {
+                                    break;
+                                }
+                                let active = *cam.borrow_and_update();
+                                client.send(protocol::event("camera", None, json!({"active": active})));
+                            }
+                        }
+                    }
+                });
             }
             if wants("voice") && !conn.voice.swap(true, Ordering::SeqCst) {
                 let rx = shared.listener.subscribe();

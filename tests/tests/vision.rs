@@ -143,6 +143,10 @@ fn the_camera_opens_for_a_look_and_closes_after_keep_warm() {
     )));
     let mut c = d.connect();
     assert!(!camera_active(&mut c), "the camera is closed until a look");
+    // A second client watches the indicator on the socket.
+    let mut watcher = d.connect();
+    watcher.send(json!({"v": 1, "type": "subscribe", "id": "w", "events": ["state"]}));
+    watcher.recv_until(&["subscribed"]);
 
     let ev = ask_image(&mut c, "look", json!({"camera": true}));
     assert_eq!(
@@ -159,6 +163,12 @@ fn the_camera_opens_for_a_look_and_closes_after_keep_warm() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let seen = watcher.recv_until_match(Duration::from_secs(5), |e| {
+        e["type"] == "camera" && e["active"] == false
+    });
+    let cams: Vec<&Value> = seen.iter().filter(|e| e["type"] == "camera").collect();
+    assert_eq!(cams.len(), 2, "camera on, then off: {seen:#?}");
+    assert_eq!(cams[0]["active"], true, "{seen:#?}");
 
     // `seer look` opens it again.
     let out = std::process::Command::new(bin("seer"))
