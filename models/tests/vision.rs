@@ -350,3 +350,41 @@ fn broken_vision_files_are_named() {
     assert!(err.to_string().contains("model.safetensors"), "{err}");
     let _ = preprocess::expand_image_prompt(0, 0, 4);
 }
+
+/// The same vision code on the wgpu backend (Mesa lavapipe in CI): the tower,
+/// connector and merged embeddings within the same bar, and the greedy
+/// tokens identical, for the tiled photo (7 tiles, batched 2 at a time).
+#[test]
+fn wgpu_matches_transformers() {
+    let r = Reference::load();
+    let opts = EngineOptions {
+        backend: BackendKind::Wgpu,
+        context_length: 512,
+        weights: Some(WeightFormat::F32),
+    };
+    let engine = Engine::load_vlm(&VlmFiles::HfDir(fixture().join("hf")), &opts, true)
+        .expect("loads on wgpu (install mesa-vulkan-drivers)");
+    let case = "coffee_landscape.tiled";
+    let c = r.case(case);
+    let prompt = engine
+        .image_prompt(
+            &[],
+            c["question"].as_str().expect("question"),
+            &r.rgb("coffee_landscape"),
+        )
+        .expect("image prompt");
+    assert_eq!(prompt.ids, r.i64s(&format!("{case}.input_ids")));
+    let (want, _) = r.f32s(&format!("{case}.inputs_embeds"));
+    let e = rel_err(case, &vec2(prompt.embeds.clone()), &want);
+    eprintln!("wgpu {case}: embeddings relative error {e:.1e}");
+    assert!(e <= 1e-4, "wgpu {case}: inputs_embeds off by {e:e}");
+    let want = r.i64s(&format!("{case}.greedy_ids"));
+    let mut req = Request::with_image(prompt, want.len());
+    req.ignore_eos = true;
+    let out = engine
+        .generate(req, CancelToken::new())
+        .expect("generate")
+        .finish()
+        .expect("finish");
+    assert_eq!(out.tokens, want, "wgpu {case}: greedy tokens");
+}
