@@ -15,6 +15,10 @@ set -euo pipefail
 #   libasound2-dev: cpal's ALSA backend. pulseaudio + pulseaudio-utils
 #   (paplay, pactl) + libasound2-plugins (ALSA's pulse plugin): the capture
 #   tests run a private sound server whose null sink is the default source.
+#   libclang-dev: nokhwa's V4L2 bindings are generated with bindgen.
+#   pipewire + wireplumber + pipewire-v4l2 + gstreamer1.0-{pipewire,tools,
+#   plugins-base}: the camera test serves a gst test pattern as a PipeWire
+#   video source and captures it through pipewire-v4l2 (no kernel V4L2 here).
 PACKAGES=(
   build-essential cmake pkg-config git ca-certificates curl
   libvulkan1 mesa-vulkan-drivers vulkan-tools
@@ -22,6 +26,8 @@ PACKAGES=(
   dbus libglib2.0-bin systemd util-linux
   espeak-ng sox
   libasound2-dev pulseaudio pulseaudio-utils libasound2-plugins
+  libclang-dev pipewire wireplumber pipewire-v4l2
+  gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
 )
 
 missing=()

@@ -7,11 +7,13 @@
 //! and a look takes the sharpest recent one (motion blur is the common
 //! failure of head-worn cameras).
 //!
-//! The source is [`seer_platform::frames::ImageSource`]: an image file or a
-//! folder of images played as a camera (tests, demos, boards without one).
+//! The source is a V4L2 camera ([`seer_platform::camera::Camera`], nokhwa)
+//! or [`seer_platform::frames::ImageSource`]: an image file or a folder of
+//! images played as a camera (tests, demos, boards without one).
 
 use crate::protocol::Code;
 use seer_pipelines::state::StateBus;
+use seer_platform::camera::{Camera as Device, CameraSpec};
 use seer_platform::frames::{Frame, FrameEvent, FrameStore, ImageSource};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -24,11 +26,58 @@ const SHARPEST_WINDOW: Duration = Duration::from_millis(700);
 /// How long a look waits for the first frame of a camera it just opened.
 const FIRST_FRAME: Duration = Duration::from_secs(5);
 
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// An image file or folder, played as a camera.
+    Images(PathBuf),
+    /// A V4L2 camera: `None` the first, else an index or a name to match;
+    /// the wanted width and height.
+    Device(Option<String>, u32, u32),
+}
+
+impl Source {
+    /// `[vision] camera`: `v4l2:` (the first camera), `v4l2:N`, `v4l2:NAME`
+    /// or `/dev/videoN` for a camera, anything else an image file or folder;
+    /// empty for none.
+    pub fn parse(s: &str, width: u32, height: u32) -> Option<Source> {
+        if s.is_empty() {
+            None
+        } else if let Some(d) = s.strip_prefix("v4l2:") {
+            Some(Source::Device(
+                (!d.is_empty()).then(|| d.to_owned()),
+                width,
+                height,
+            ))
+        } else if s.starts_with("/dev/video") {
+            Some(Source::Device(Some(s.to_owned()), width, height))
+        } else {
+            Some(Source::Images(PathBuf::from(s)))
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Source::Images(p) => p.display().to_string(),
+            Source::Device(None, ..) => "the first camera".into(),
+            Source::Device(Some(d), ..) => format!("camera {d}"),
+        }
+    }
+}
+
+/// A started source; dropping it stops capture.
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Running {
+    Images(ImageSource),
+    Device(Device),
+}
+
 /// Camera settings from `[vision]`.
 #[derive(Debug, Clone)]
 pub struct CameraOptions {
-    /// An image file or folder served as the camera; `None`: no camera.
-    pub source: Option<PathBuf>,
+    /// Where frames come from; `None`: no camera.
+    pub source: Option<Source>,
     /// Frames per second.
     pub fps: f32,
     /// The camera stays open this long after the last look.
@@ -89,7 +138,7 @@ impl Camera {
     pub fn describe(&self) -> serde_json::Value {
         serde_json::json!({
             "active": self.active(),
-            "source": self.opts.source,
+            "source": self.opts.source.as_ref().map(Source::name),
             "keep_warm_s": self.opts.keep_warm.as_secs_f64(),
         })
     }
@@ -131,21 +180,37 @@ impl Camera {
             // The indicator goes on before capture starts, never after.
             self.active.send_replace(true);
             let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let src = match ImageSource::start(source, self.opts.fps, self.opts.max_pixels, tx) {
+            let started = match source {
+                Source::Images(path) => {
+                    ImageSource::start(path, self.opts.fps, self.opts.max_pixels, tx)
+                        .map(Running::Images)
+                        .map_err(|e| e.to_string())
+                }
+                Source::Device(device, width, height) => Device::start(
+                    CameraSpec {
+                        device: device.clone(),
+                        width: *width,
+                        height: *height,
+                        fps: self.opts.fps.round().max(1.0) as u32,
+                        max_pixels: self.opts.max_pixels,
+                    },
+                    tx,
+                )
+                .map(Running::Device)
+                .map_err(|e| e.to_string()),
+            };
+            let src = match started {
                 Ok(src) => src,
                 Err(e) => {
                     self.active.send_replace(false);
-                    return Err((
-                        Code::DeviceUnavailable,
-                        format!("camera {}: {e}", source.display()),
-                    ));
+                    return Err((Code::DeviceUnavailable, format!("{}: {e}", source.name())));
                 }
             };
             inner.running = true;
             inner.session += 1;
             inner.error = None;
             inner.store.clear();
-            tracing::info!(source = %source.display(), "camera on");
+            tracing::info!(source = %source.name(), "camera on");
             let me = self.clone();
             let session = inner.session;
             if let Err(e) = std::thread::Builder::new()
@@ -181,8 +246,8 @@ impl Camera {
                 break Err((
                     Code::DeviceUnavailable,
                     format!(
-                        "camera {}: no frame in {} s ({why})",
-                        source.display(),
+                        "{}: no frame in {} s ({why})",
+                        source.name(),
                         FIRST_FRAME.as_secs()
                     ),
                 ));
@@ -201,7 +266,7 @@ impl Camera {
 
     /// Moves frames into the store until the camera has been idle for the
     /// keep-warm time or the daemon is muted, then closes it.
-    fn pump(&self, source: ImageSource, rx: std::sync::mpsc::Receiver<FrameEvent>, session: u64) {
+    fn pump(&self, source: Running, rx: std::sync::mpsc::Receiver<FrameEvent>, session: u64) {
         loop {
             let mut ended = false;
             match rx.recv_timeout(Duration::from_millis(100)) {

@@ -38,8 +38,14 @@ pub struct VisionConfig {
     pub tiling: bool,
     /// Larger images are refused (`too_large`) before they are decoded.
     pub max_pixels: u64,
-    /// An image file or a folder of images served as the camera. Empty: no camera.
-    pub camera: PathBuf,
+    /// The camera: `v4l2:` (the first), `v4l2:N` or `/dev/videoN`,
+    /// `v4l2:NAME` (part of its name), or an image file or folder played as
+    /// a camera. Empty: no camera.
+    pub camera: String,
+    /// Wanted camera resolution; the closest the camera offers is used.
+    pub camera_width: u32,
+    /// Wanted camera height.
+    pub camera_height: u32,
     /// Camera frames per second.
     pub camera_fps: f32,
     /// The camera stays on this long after the last look, seconds.
@@ -69,7 +75,9 @@ impl Default for VisionConfig {
             mmproj: PathBuf::new(),
             tiling: false,
             max_pixels: seer_platform::frames::DEFAULT_MAX_PIXELS,
-            camera: PathBuf::new(),
+            camera: String::new(),
+            camera_width: 640,
+            camera_height: 480,
             camera_fps: 5.0,
             keep_warm_seconds: 10.0,
             voice_camera: VoiceCamera::WhenAsked,

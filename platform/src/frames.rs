@@ -391,31 +391,3 @@ impl Drop for ImageSource {
         }
     }
 }
-
-/// A video device the kernel knows (`/sys/class/video4linux`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VideoDevice {
-    /// `/dev/videoN`.
-    pub path: PathBuf,
-    /// The driver's name for it.
-    pub name: String,
-}
-
-/// The V4L2 devices present, sorted by path (none on machines without the
-/// kernel's video subsystem).
-pub fn video_devices() -> Vec<VideoDevice> {
-    let Ok(dir) = std::fs::read_dir("/sys/class/video4linux") else {
-        return Vec::new();
-    };
-    let mut out: Vec<VideoDevice> = dir
-        .filter_map(Result::ok)
-        .map(|e| VideoDevice {
-            path: Path::new("/dev").join(e.file_name()),
-            name: std::fs::read_to_string(e.path().join("name"))
-                .map(|n| n.trim().to_owned())
-                .unwrap_or_default(),
-        })
-        .collect();
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
-}

@@ -10,9 +10,12 @@
 //! - [`frames`]: images decoded safely (pixel count checked before any
 //!   decoding), scored for sharpness, kept in a [`frames::FrameStore`];
 //!   [`frames::ImageSource`] is a camera made of image files.
+//! - [`camera`]: a real camera through nokhwa (V4L2), frames decoded to RGB,
+//!   loss reported and the device reopened when it returns.
 //!
 //! `platform` never depends on `models` or on anything above it.
 
 pub mod audio;
+pub mod camera;
 pub mod frames;
 pub mod mic;

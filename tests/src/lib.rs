@@ -3,6 +3,7 @@
 
 pub mod hub;
 pub mod sound;
+pub mod video;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};

@@ -257,3 +257,35 @@ fn a_cold_camera_serves_its_look_and_ids_stay_unique() {
         "{end}"
     );
 }
+
+/// A real V4L2 camera (`[vision] camera = "v4l2:0"`: nokhwa through
+/// pipewire-v4l2 to a gst test pattern; see `seer_tests::video`) answers a
+/// look with the vision model, lights the indicator and closes after keep-warm.
+#[test]
+fn a_v4l2_camera_answers_a_look() {
+    let video = seer_tests::video::VideoServer::start("pattern=smpte");
+    let env = video.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let d = Daemon::start_with_env(
+        &vision_config("camera = \"v4l2:0\"\nkeep_warm_seconds = 2\n"),
+        &env,
+    );
+    let mut c = d.connect();
+    assert!(!camera_active(&mut c));
+    let ev = ask_image(&mut c, "v4l2", json!({"camera": true}));
+    assert_eq!(ev["type"], "answer.end", "{ev}");
+    assert!(
+        ev["timings"]["image_encode_ms"].as_f64().unwrap_or(0.0) > 0.0,
+        "{ev}"
+    );
+    assert_eq!(ev["timings"]["generated_tokens"], 16, "{ev}");
+    assert!(camera_active(&mut c), "on during keep-warm");
+    let t0 = Instant::now();
+    while camera_active(&mut c) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the camera stayed on"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -163,8 +163,11 @@ fn run() -> Result<()> {
         .context("starting the async runtime")?;
     let camera = seer_daemon::camera::Camera::new(
         seer_daemon::camera::CameraOptions {
-            source: (!config.vision.camera.as_os_str().is_empty())
-                .then(|| config.vision.camera.clone()),
+            source: seer_daemon::camera::Source::parse(
+                &config.vision.camera,
+                config.vision.camera_width,
+                config.vision.camera_height,
+            ),
             fps: config.vision.camera_fps,
             keep_warm: std::time::Duration::from_secs_f64(config.vision.keep_warm_seconds),
             max_pixels: config.vision.max_pixels,

@@ -290,34 +290,40 @@ fn print_cameras() {
     let source = seer_daemon::config::Config::load(path.as_deref(), false)
         .map(|c| c.vision.camera)
         .unwrap_or_default();
-    if source.as_os_str().is_empty() {
-        println!("    [vision] camera: not configured");
-    } else {
-        match seer_platform::frames::image_files(&source) {
-            Ok(files) => {
-                let first = files
-                    .first()
-                    .and_then(|f| {
-                        seer_platform::frames::load(f, seer_platform::frames::DEFAULT_MAX_PIXELS)
+    match seer_daemon::camera::Source::parse(&source, 0, 0) {
+        None => println!("    [vision] camera: not configured"),
+        Some(seer_daemon::camera::Source::Device(..)) => {
+            println!("    [vision] camera = {source:?}")
+        }
+        Some(seer_daemon::camera::Source::Images(path)) => {
+            match seer_platform::frames::image_files(&path) {
+                Ok(files) => {
+                    let first = files
+                        .first()
+                        .and_then(|f| {
+                            seer_platform::frames::load(
+                                f,
+                                seer_platform::frames::DEFAULT_MAX_PIXELS,
+                            )
                             .ok()
-                    })
-                    .map(|i| format!(", first {}×{} RGB", i.width(), i.height()))
-                    .unwrap_or_default();
-                println!(
-                    "    {} (image source: {} image(s){first})",
-                    source.display(),
-                    files.len()
-                );
+                        })
+                        .map(|i| format!(", first {}×{} RGB", i.width(), i.height()))
+                        .unwrap_or_default();
+                    println!(
+                        "    {} (image source: {} image(s){first})",
+                        path.display(),
+                        files.len()
+                    );
+                }
+                Err(e) => println!("    {} (image source: {e})", path.display()),
             }
-            Err(e) => println!("    {} (image source: {e})", source.display()),
         }
     }
-    for d in seer_platform::frames::video_devices() {
-        println!(
-            "    {} {:?} (V4L2; this build does not capture from it yet)",
-            d.path.display(),
-            d.name
-        );
+    for c in seer_platform::camera::cameras() {
+        println!("    v4l2:{} {:?}", c.index, c.name);
+        for f in c.formats {
+            println!("        {f}");
+        }
     }
 }
 
