@@ -127,6 +127,15 @@ fn tiling_follows_the_config() {
     );
 }
 
+/// Waits until `status` says the camera is closed, failing with `why` after `within`.
+fn wait_closed(c: &mut Client, within: Duration, why: &str) {
+    let t0 = Instant::now();
+    while camera_active(c) {
+        assert!(t0.elapsed() < within, "{why}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn camera_active(c: &mut Client) -> bool {
     c.send(json!({"v": 1, "type": "status", "id": "s"}));
     let evs = c.recv_until_match(Duration::from_secs(10), |e| e["type"] == "status");
@@ -155,14 +164,7 @@ fn the_camera_opens_for_a_look_and_closes_after_keep_warm() {
         "{ev}"
     );
     // Closed again within keep-warm (plus slack), without any request.
-    let t0 = Instant::now();
-    while camera_active(&mut c) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the camera stayed on"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_closed(&mut c, Duration::from_secs(10), "the camera stayed on");
     let seen = watcher.recv_until_match(Duration::from_secs(5), |e| {
         e["type"] == "camera" && e["active"] == false
     });
@@ -190,14 +192,7 @@ fn the_camera_opens_for_a_look_and_closes_after_keep_warm() {
 
     // Muting closes it, and a look while muted is refused.
     c.send(json!({"v": 1, "type": "set", "id": "m", "muted": true}));
-    let t0 = Instant::now();
-    while camera_active(&mut c) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "mute left the camera on"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_closed(&mut c, Duration::from_secs(5), "mute left the camera on");
     let ev = ask_image(&mut c, "muted", json!({"camera": true}));
     assert_eq!(ev["code"], "device_unavailable", "{ev}");
     assert!(!camera_active(&mut c));
@@ -219,14 +214,7 @@ fn a_cold_camera_serves_its_look_and_ids_stay_unique() {
         greedy_text("coffee_landscape.untiled").as_str(),
         "{ev}"
     );
-    let t0 = Instant::now();
-    while camera_active(&mut c) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the camera stayed on"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_closed(&mut c, Duration::from_secs(5), "the camera stayed on");
 
     c.send(
         json!({"v": 1, "type": "ask", "id": "dup", "text": "What is in this image?",
@@ -280,12 +268,5 @@ fn a_v4l2_camera_answers_a_look() {
     );
     assert_eq!(ev["timings"]["generated_tokens"], 16, "{ev}");
     assert!(camera_active(&mut c), "on during keep-warm");
-    let t0 = Instant::now();
-    while camera_active(&mut c) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the camera stayed on"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_closed(&mut c, Duration::from_secs(10), "the camera stayed on");
 }
