@@ -108,6 +108,8 @@ pub struct Camera {
     inner: Mutex<Inner>,
     frames: Condvar,
     active: tokio::sync::watch::Sender<bool>,
+    /// Failures while open (a lost device, an unreadable image), as they happen.
+    errors: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Camera {
@@ -126,6 +128,7 @@ impl Camera {
             }),
             frames: Condvar::new(),
             active: tokio::sync::watch::channel(false).0,
+            errors: tokio::sync::broadcast::channel(16).0,
         })
     }
 
@@ -151,6 +154,12 @@ impl Camera {
     /// Changes of [`Camera::active`].
     pub fn subscribe_active(&self) -> tokio::sync::watch::Receiver<bool> {
         self.active.subscribe()
+    }
+
+    /// Failures while the camera is open (a lost device, an unreadable
+    /// image); capture retries by itself.
+    pub fn subscribe_errors(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.errors.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -280,7 +289,14 @@ impl Camera {
                 Ok(FrameEvent::Frame(_)) => {}
                 Ok(FrameEvent::Error(e)) => {
                     tracing::warn!("camera: {e}");
-                    self.lock().error = Some(e);
+                    let _ = self.errors.send(e.clone());
+                    // What it showed is no longer "now": a look waits for
+                    // a fresh frame (or fails) instead of answering about
+                    // the past.
+                    let mut inner = self.lock();
+                    inner.store.clear();
+                    inner.error = Some(e);
+                    drop(inner);
                     self.frames.notify_all();
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}

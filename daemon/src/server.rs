@@ -557,7 +557,9 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                     protocol::event("state", None, json!({"state": s}))
                 });
                 // The camera's privacy indicator, as D-Bus's CameraActive.
+                // Its failures (a lost device) come as `camera {active, error}`.
                 let mut cam = shared.camera.subscribe_active();
+                let mut errors = shared.camera.subscribe_errors();
                 let (client, mut gone) = (client.clone(), conn.gone.clone());
                 tokio::spawn(async move {
                     loop {
@@ -570,6 +572,18 @@ fn handle(req: Request, shared: &Arc<Shared>, conn: &Conn) {
                                 let active = *cam.borrow_and_update();
                                 client.send(protocol::event("camera", None, json!({"active": active})));
                             }
+                            err = errors.recv() => match err {
+                                Ok(e) => {
+                                    let active = *cam.borrow();
+                                    client.send(protocol::event(
+                                        "camera",
+                                        None,
+                                        json!({"active": active, "error": e}),
+                                    ));
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(_) => break,
+                            },
                         }
                     }
                 });

@@ -362,7 +362,8 @@ fn a_vanished_sound_server_is_survived_and_capture_recovers() {
     );
 }
 
-/// A spoken question about what is in view (`[vision] voice_camera =
+/// A spoken question about what is in view ("What is this thing in front
+/// of me?"; `[vision] voice_camera =
 /// "when-asked"`, the default) is answered by the vision model with the
 /// camera's frame, and the camera turns on; a spoken question about
 /// anything else goes to the language model and leaves the camera off.
@@ -405,7 +406,7 @@ fn a_spoken_question_about_the_view_looks_through_the_camera() {
     let evs = push_to_talk(
         &mut c,
         &sound,
-        &say(dir.path(), "What am I looking at?"),
+        &say(dir.path(), "What is this thing in front of me?"),
         "look",
     );
     let heard = evs

@@ -37,6 +37,19 @@ fn vision_config(extra: &str) -> String {
     )
 }
 
+/// The language model still answers a text question on this connection.
+fn assert_text_model_answers(c: &mut Client) {
+    c.send(json!({"v": 1, "type": "ask", "id": "t", "text": "What is the capital of France?", "max_tokens": 24}));
+    let evs = c.recv_until_match(Duration::from_secs(60), |e| {
+        e["id"] == "t" && e["type"] == "answer.end"
+    });
+    let end = evs.last().expect("end");
+    assert!(
+        end["text"].as_str().unwrap_or("").contains("Paris"),
+        "{end}"
+    );
+}
+
 /// Asks with an image and returns the final event (`answer.end` or `error`).
 fn ask_image(c: &mut Client, id: &str, image: Value) -> Value {
     c.send(json!({
@@ -87,15 +100,7 @@ fn ask_with_an_image_returns_transformers_greedy_tokens() {
         json!({"path": fixtures().join("images/README.md")}),
     );
     assert_eq!(ev["code"], "bad_request", "{ev}");
-    c.send(json!({"v": 1, "type": "ask", "id": "t", "text": "What is the capital of France?", "max_tokens": 24}));
-    let evs = c.recv_until_match(Duration::from_secs(60), |e| {
-        e["id"] == "t" && e["type"] == "answer.end"
-    });
-    let end = evs.last().expect("end");
-    assert!(
-        end["text"].as_str().unwrap_or("").contains("Paris"),
-        "{end}"
-    );
+    assert_text_model_answers(&mut c);
 
     // The CLI: `seer ask --image`.
     let out = std::process::Command::new(bin("seer"))
@@ -248,17 +253,22 @@ fn a_cold_camera_serves_its_look_and_ids_stay_unique() {
 
 /// A real V4L2 camera (`[vision] camera = "v4l2:0"`: nokhwa through
 /// pipewire-v4l2 to a gst test pattern; see `seer_tests::video`) answers a
-/// look with the vision model, lights the indicator and closes after keep-warm.
+/// look with the vision model and lights the indicator. Its source dying is
+/// a `camera {error}` event while text questions are still answered; when a
+/// source is back, a look is answered again; keep-warm then closes it.
 #[test]
-fn a_v4l2_camera_answers_a_look() {
-    let video = seer_tests::video::VideoServer::start("pattern=smpte");
+fn a_v4l2_camera_answers_a_look_and_survives_losing_its_source() {
+    let mut video = seer_tests::video::VideoServer::start("pattern=smpte");
     let env = video.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let d = Daemon::start_with_env(
-        &vision_config("camera = \"v4l2:0\"\nkeep_warm_seconds = 2\n"),
+        &vision_config("camera = \"v4l2:0\"\nkeep_warm_seconds = 6\n"),
         &env,
     );
     let mut c = d.connect();
+    let mut watcher = d.connect();
+    watcher.send(json!({"v": 1, "type": "subscribe", "id": "w", "events": ["state"]}));
+    watcher.recv_until(&["subscribed"]);
     assert!(!camera_active(&mut c));
     let ev = ask_image(&mut c, "v4l2", json!({"camera": true}));
     assert_eq!(ev["type"], "answer.end", "{ev}");
@@ -268,5 +278,24 @@ fn a_v4l2_camera_answers_a_look() {
     );
     assert_eq!(ev["timings"]["generated_tokens"], 16, "{ev}");
     assert!(camera_active(&mut c), "on during keep-warm");
-    wait_closed(&mut c, Duration::from_secs(10), "the camera stayed on");
+
+    video.stop_source();
+    let seen = watcher.recv_until_match(Duration::from_secs(15), |e| {
+        e["type"] == "camera" && e.get("error").is_some()
+    });
+    assert!(
+        seen.iter()
+            .any(|e| e["type"] == "camera" && e.get("error").is_some()),
+        "{seen:#?}"
+    );
+    assert_text_model_answers(&mut c);
+
+    video.start_source();
+    let ev = ask_image(&mut c, "again", json!({"camera": true}));
+    assert_eq!(ev["type"], "answer.end", "{ev}");
+    assert!(
+        ev["timings"]["image_encode_ms"].as_f64().unwrap_or(0.0) > 0.0,
+        "{ev}"
+    );
+    wait_closed(&mut c, Duration::from_secs(20), "the camera stayed on");
 }
