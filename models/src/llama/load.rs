@@ -238,6 +238,32 @@ impl Source for HfSource {
     }
 }
 
+/// Tensor `name` from `src` as f32, checked against the `shape` the
+/// `what` config ("model", "vision") implies; errors name file and tensor.
+pub(crate) fn want_tensor(
+    src: &dyn Source,
+    name: &str,
+    shape: &[usize],
+    what: &str,
+) -> Result<Vec<f32>> {
+    let raw = src.get(name)?.ok_or_else(|| ModelError::Tensor {
+        path: src.path().to_owned(),
+        name: name.to_owned(),
+        reason: format!("missing from the {what} file"),
+    })?;
+    if raw.shape != shape {
+        return Err(ModelError::Tensor {
+            path: src.path().to_owned(),
+            name: name.to_owned(),
+            reason: format!(
+                "shape {:?}, expected {:?} from the {what} config",
+                raw.shape, shape
+            ),
+        });
+    }
+    Ok(raw.data)
+}
+
 /// Loads a Llama-family model from a GGUF file onto `device`.
 pub fn load_gguf(gguf: &GgufFile, device: &Device, format: WeightFormat) -> Result<Llama> {
     let config = LlamaConfig::from_gguf(gguf)?;
@@ -265,24 +291,7 @@ pub(crate) fn build(
     dev: &Device,
     format: WeightFormat,
 ) -> Result<Llama> {
-    let want = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-        let raw = src.get(name)?.ok_or_else(|| ModelError::Tensor {
-            path: src.path().to_owned(),
-            name: name.to_owned(),
-            reason: "missing from the model file".into(),
-        })?;
-        if raw.shape != shape {
-            return Err(ModelError::Tensor {
-                path: src.path().to_owned(),
-                name: name.to_owned(),
-                reason: format!(
-                    "shape {:?}, expected {:?} from the model config",
-                    raw.shape, shape
-                ),
-            });
-        }
-        Ok(raw.data)
-    };
+    let want = |name: &str, shape: &[usize]| want_tensor(src, name, shape, "model");
     let (hid, hd) = (c.hidden_size, c.head_dim);
     let (qd, kvd) = (c.num_heads * hd, c.num_kv_heads * hd);
     let interleaved = src.qk_interleaved(c.arch);

@@ -210,6 +210,10 @@ impl Vision {
 
     /// Image features for all `images`, concatenated in order.
     pub fn encode(&self, images: &[&PreparedImage]) -> Result<Tensor<2>> {
+        // One photo (every turn today): its pixels as they are, no copy.
+        if let [one] = images {
+            return self.tower.encode(&one.pixels);
+        }
         let pixels: Vec<f32> = images
             .iter()
             .flat_map(|i| i.pixels.iter().copied())

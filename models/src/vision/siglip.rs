@@ -8,7 +8,7 @@
 
 use super::config::VisionConfig;
 use crate::error::{ModelError, Result};
-use crate::llama::Source;
+use crate::llama::{Source, want_tensor};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
@@ -52,24 +52,7 @@ impl VisionTower {
     /// Builds the tower from GGUF-named tensors (`v.*`, `mm.model.fc.weight`),
     /// read from an `mmproj` GGUF or mapped from an HF checkpoint.
     pub(crate) fn load(src: &dyn Source, c: &VisionConfig, dev: &Device) -> Result<Self> {
-        let want = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let raw = src.get(name)?.ok_or_else(|| ModelError::Tensor {
-                path: src.path().to_owned(),
-                name: name.to_owned(),
-                reason: "missing from the vision model file".into(),
-            })?;
-            if raw.shape != shape {
-                return Err(ModelError::Tensor {
-                    path: src.path().to_owned(),
-                    name: name.to_owned(),
-                    reason: format!(
-                        "shape {:?}, expected {:?} from the vision config",
-                        raw.shape, shape
-                    ),
-                });
-            }
-            Ok(raw.data)
-        };
+        let want = |name: &str, shape: &[usize]| want_tensor(src, name, shape, "vision model");
         let (d, p, i) = (c.hidden_size, c.patch_size, c.intermediate_size);
         let n = c.grid() * c.grid();
         let row = |v: Vec<f32>| {
