@@ -28,9 +28,11 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VisionConfig {
-    /// The vision-language model: an HF SmolVLM directory, or a GGUF file
-    /// (with `mmproj`). Empty: no vision; image questions are `unsupported`.
-    pub model: PathBuf,
+    /// The vision-language model: a catalogue name (`seer models list`), an
+    /// HF SmolVLM directory, or a GGUF file (with `mmproj`, or an
+    /// `mmproj*.gguf` beside it). Empty: no vision; image questions are
+    /// `unsupported`.
+    pub model: String,
     /// llama.cpp's vision projector GGUF, when `model` is a GGUF file.
     pub mmproj: PathBuf,
     /// Cut photos into full-resolution tiles plus a global view: more
@@ -71,7 +73,7 @@ pub enum VoiceCamera {
 impl Default for VisionConfig {
     fn default() -> Self {
         Self {
-            model: PathBuf::new(),
+            model: DEFAULT_VISION_MODEL.into(),
             mmproj: PathBuf::new(),
             tiling: false,
             max_pixels: seer_platform::frames::DEFAULT_MAX_PIXELS,
@@ -85,20 +87,51 @@ impl Default for VisionConfig {
     }
 }
 
+/// The catalogue's vision model for the default (`glasses`) profile.
+pub const DEFAULT_VISION_MODEL: &str = "smolvlm-256m-instruct";
+
 impl VisionConfig {
-    /// The model's files, or `None` when vision is off.
-    pub fn files(&self) -> Option<seer_models::generate::VlmFiles> {
-        if self.model.as_os_str().is_empty() {
-            return None;
+    /// The model's files (`Ok(None)` when vision is off). A catalogue name
+    /// that is not installed is an error naming `seer models pull`; a GGUF
+    /// without `mmproj` uses the `mmproj*.gguf` installed beside it.
+    pub fn files(
+        &self,
+        models: &ModelConfig,
+    ) -> Result<Option<seer_models::generate::VlmFiles>, String> {
+        use seer_models::generate::VlmFiles;
+        if self.model.is_empty() {
+            return Ok(None);
         }
-        Some(if self.mmproj.as_os_str().is_empty() {
-            seer_models::generate::VlmFiles::HfDir(self.model.clone())
+        let path = models
+            .resolve_model(&self.model)
+            .map_err(|e| format!("vision.model = {:?}: {e}", self.model))?;
+        if path.is_dir() {
+            return Ok(Some(VlmFiles::HfDir(path)));
+        }
+        let mmproj = if self.mmproj.as_os_str().is_empty() {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let beside = std::fs::read_dir(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("mmproj") && n.ends_with(".gguf"))
+                });
+            beside.ok_or_else(|| {
+                format!(
+                    "vision.model = {:?} is a GGUF file: it also needs vision.mmproj (no mmproj*.gguf beside it)",
+                    self.model
+                )
+            })?
         } else {
-            seer_models::generate::VlmFiles::GgufPair {
-                model: self.model.clone(),
-                mmproj: self.mmproj.clone(),
-            }
-        })
+            self.mmproj.clone()
+        };
+        Ok(Some(VlmFiles::GgufPair {
+            model: path,
+            mmproj,
+        }))
     }
 }
 
@@ -506,26 +539,22 @@ impl Config {
             )));
         }
         let v = &self.vision;
-        if !v.model.as_os_str().is_empty() {
-            let is_file = v.model.is_file();
-            if is_file && v.mmproj.as_os_str().is_empty() {
-                return Err(invalid(format!(
-                    "vision.model = {:?} is a file: a GGUF vision model also needs vision.mmproj (or give an HF SmolVLM directory)",
-                    v.model
-                )));
-            }
-            if !is_file && !v.model.join("config.json").is_file() {
+        // A path that is given must be there; a catalogue name is looked up
+        // at start (not installed: vision is off, with the pull command).
+        if v.model.contains('/') {
+            let m = Path::new(&v.model);
+            if !m.is_file() && !m.join("config.json").is_file() {
                 return Err(missing(format!(
                     "vision.model = {:?}: neither a GGUF file nor a model directory with config.json",
                     v.model
                 )));
             }
-            if !v.mmproj.as_os_str().is_empty() && !v.mmproj.is_file() {
-                return Err(missing(format!(
-                    "vision.mmproj = {:?}: no such file",
-                    v.mmproj
-                )));
-            }
+        }
+        if !v.mmproj.as_os_str().is_empty() && !v.mmproj.is_file() {
+            return Err(missing(format!(
+                "vision.mmproj = {:?}: no such file",
+                v.mmproj
+            )));
         }
         if !(v.camera_fps > 0.0 && v.camera_fps <= 120.0) {
             return Err(invalid(format!(
@@ -592,6 +621,43 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vision_model_is_a_name_or_a_path() {
+        use seer_models::generate::VlmFiles;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let models = ModelConfig {
+            models_dir: dir.path().to_owned(),
+            ..ModelConfig::default()
+        };
+        // The default name, not installed: the error says how to get it.
+        let err = VisionConfig::default()
+            .files(&models)
+            .expect_err("not installed");
+        assert!(
+            err.contains("seer models pull smolvlm-256m-instruct"),
+            "{err}"
+        );
+        // Off.
+        let off = VisionConfig {
+            model: String::new(),
+            ..VisionConfig::default()
+        };
+        assert_eq!(off.files(&models), Ok(None));
+        // A GGUF finds the mmproj beside it, as the catalogue installs them.
+        let gguf = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/smolvlm-tiny/gguf/model.gguf");
+        let v = VisionConfig {
+            model: gguf.display().to_string(),
+            ..VisionConfig::default()
+        };
+        match v.files(&models) {
+            Ok(Some(VlmFiles::GgufPair { mmproj, .. })) => {
+                assert!(mmproj.ends_with("mmproj.gguf"), "{mmproj:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn empty_file_is_defaults() {

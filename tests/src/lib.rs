@@ -137,6 +137,13 @@ impl Daemon {
         } else {
             "[listen]\nmode = \"push-to-talk\"\n"
         };
+        // Likewise vision, unless a test asks for it: a SmolVLM installed
+        // on the machine must not change what other tests see.
+        let listen = if extra.contains("[vision]") {
+            listen.to_owned()
+        } else {
+            format!("{listen}[vision]\nmodel = \"\"\n")
+        };
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,

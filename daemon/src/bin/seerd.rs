@@ -113,7 +113,13 @@ fn run() -> Result<()> {
     };
     // The vision-language model loads like the language model: now, or on
     // the first question with an image.
-    let vision_files = config.vision.files();
+    let vision_files = match config.vision.files(&config.model) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("vision is off: {e}");
+            None
+        }
+    };
     let vision_model = match &vision_files {
         Some(f) => serde_json::json!({"files": format!("{f:?}"), "tiling": config.vision.tiling}),
         None => serde_json::Value::Null,
