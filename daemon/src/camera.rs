@@ -11,7 +11,8 @@
 //! or [`seer_platform::frames::ImageSource`]: an image file or a folder of
 //! images played as a camera (tests, demos, boards without one).
 
-use crate::protocol::Code;
+use crate::error::ServiceError;
+use crate::protocol::{CameraStatus, Code};
 use seer_pipelines::state::StateBus;
 use seer_platform::camera::{Camera as Device, CameraSpec};
 use seer_platform::frames::{Frame, FrameEvent, FrameStore, ImageSource};
@@ -138,12 +139,12 @@ impl Camera {
     }
 
     /// What `status` names as the camera.
-    pub fn describe(&self) -> serde_json::Value {
-        serde_json::json!({
-            "active": self.active(),
-            "source": self.opts.source.as_ref().map(Source::name),
-            "keep_warm_s": self.opts.keep_warm.as_secs_f64(),
-        })
+    pub fn describe(&self) -> CameraStatus {
+        CameraStatus {
+            active: self.active(),
+            source: self.opts.source.as_ref().map(Source::name),
+            keep_warm_s: self.opts.keep_warm.as_secs_f64(),
+        }
     }
 
     /// Whether frames are being captured right now (the privacy indicator).
@@ -169,17 +170,15 @@ impl Camera {
     /// The sharpest recent frame, opening the camera if it is closed.
     /// Blocking (up to a few seconds on a cold camera): call it off the
     /// async executor.
-    pub fn look(self: &Arc<Self>) -> Result<Frame, (Code, String)> {
+    pub fn look(self: &Arc<Self>) -> Result<Frame, ServiceError> {
         let Some(source) = &self.opts.source else {
-            return Err((
-                Code::Unsupported,
-                "ask.image.camera: no camera is configured ([vision] camera)".into(),
+            return Err(ServiceError::new(Code::Unsupported,
+                "ask.image.camera: no camera is configured ([vision] camera)",
             ));
         };
         if self.state.muted() {
-            return Err((
-                Code::DeviceUnavailable,
-                "ask.image.camera: muted; the camera stays off until unmuted".into(),
+            return Err(ServiceError::new(Code::DeviceUnavailable,
+                "ask.image.camera: muted; the camera stays off until unmuted",
             ));
         }
         let asked = Instant::now();
@@ -212,7 +211,7 @@ impl Camera {
                 Ok(src) => src,
                 Err(e) => {
                     self.active.send_replace(false);
-                    return Err((Code::DeviceUnavailable, format!("{}: {e}", source.name())));
+                    return Err(ServiceError::new(Code::DeviceUnavailable, format!("{}: {e}", source.name())));
                 }
             };
             inner.running = true;
@@ -229,22 +228,21 @@ impl Camera {
                 // The closure (and with it the source) was dropped: nothing captures.
                 inner.running = false;
                 self.active.send_replace(false);
-                return Err((Code::Internal, format!("starting the camera thread: {e}")));
+                return Err(ServiceError::new(Code::Internal, format!("starting the camera thread: {e}")));
             }
         }
         inner.waiting += 1;
         let result = loop {
             if self.state.muted() {
-                break Err((
-                    Code::DeviceUnavailable,
-                    "ask.image.camera: muted; the camera stays off until unmuted".into(),
+                break Err(ServiceError::new(Code::DeviceUnavailable,
+                    "ask.image.camera: muted; the camera stays off until unmuted",
                 ));
             }
             if let Some(f) = inner.store.sharpest(SHARPEST_WINDOW) {
                 break Ok(f.clone());
             }
             if !inner.running {
-                break Err((Code::DeviceUnavailable, "the camera closed".into()));
+                break Err(ServiceError::new(Code::DeviceUnavailable, "the camera closed".into()));
             }
             let left = FIRST_FRAME.saturating_sub(asked.elapsed());
             if left.is_zero() {
@@ -252,8 +250,7 @@ impl Camera {
                     .error
                     .clone()
                     .unwrap_or_else(|| "no frame arrived".into());
-                break Err((
-                    Code::DeviceUnavailable,
+                break Err(ServiceError::new(Code::DeviceUnavailable,
                     format!(
                         "{}: no frame in {} s ({why})",
                         source.name(),

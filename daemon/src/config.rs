@@ -1,8 +1,35 @@
-//! `seerd`'s configuration: TOML, every key defaulted, unknown keys refused.
+//! `seerd`'s configuration, in two layers:
+//!
+//! - [`Config`]: what the TOML file says, and nothing else. Pure serde:
+//!   every key defaulted, unknown keys refused, "not set" is `None` (never
+//!   an empty string), and closed sets of values are enums. Parsing it
+//!   touches no file but the config itself.
+//! - [`Resolved`]: computed once at start-up by [`Config::resolve`] (a
+//!   blocking call, made before the async runtime starts): paths after
+//!   defaults and environment, the catalogue, model files, the camera
+//!   source. Nothing downstream looks anything up again on the executor.
 
-use seer_models::store::{Catalog, ModelStore, StoreError};
-use serde::{Deserialize, Serialize};
+use seer_models::device::BackendKind;
+use seer_models::generate::VlmFiles;
+use seer_store::{Catalog, ModelStore, StoreError};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
+
+/// An optional key that, when given, is not empty: "not set" is leaving
+/// the key out, so an empty string is a mistake worth naming.
+fn non_empty<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: From<String>,
+{
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Err(serde::de::Error::custom(
+            "must not be empty (leave the key out for the default)",
+        ));
+    }
+    Ok(Some(T::from(s)))
+}
 
 /// The whole configuration. An empty file is a valid configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -28,13 +55,16 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VisionConfig {
+    /// Whether photos and the camera are answered at all (false: image
+    /// questions are `unsupported`, and the camera is never opened).
+    pub enabled: bool,
     /// The vision-language model: a catalogue name (`seer models list`), an
     /// HF SmolVLM directory, or a GGUF file (with `mmproj`, or an
-    /// `mmproj*.gguf` beside it). Empty: no vision; image questions are
-    /// `unsupported`.
+    /// `mmproj*.gguf` beside it).
     pub model: String,
     /// llama.cpp's vision projector GGUF, when `model` is a GGUF file.
-    pub mmproj: PathBuf,
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub mmproj: Option<PathBuf>,
     /// Cut photos into full-resolution tiles plus a global view: more
     /// detail, but up to 17× the image tokens (slow on a small board).
     pub tiling: bool,
@@ -42,8 +72,9 @@ pub struct VisionConfig {
     pub max_pixels: u64,
     /// The camera: `v4l2:` (the first), `v4l2:N` or `/dev/videoN`,
     /// `v4l2:NAME` (part of its name), or an image file or folder played as
-    /// a camera. Empty: no camera.
-    pub camera: String,
+    /// a camera. Not set: no camera.
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
     /// Wanted camera resolution; the closest the camera offers is used.
     pub camera_width: u32,
     /// Wanted camera height.
@@ -73,11 +104,12 @@ pub enum VoiceCamera {
 impl Default for VisionConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             model: DEFAULT_VISION_MODEL.into(),
-            mmproj: PathBuf::new(),
+            mmproj: None,
             tiling: false,
             max_pixels: seer_platform::frames::DEFAULT_MAX_PIXELS,
-            camera: String::new(),
+            camera: None,
             camera_width: 640,
             camera_height: 480,
             camera_fps: 5.0,
@@ -94,12 +126,9 @@ impl VisionConfig {
     /// The model's files (`Ok(None)` when vision is off). A catalogue name
     /// that is not installed is an error naming `seer models pull`; a GGUF
     /// without `mmproj` uses the `mmproj*.gguf` installed beside it.
-    pub fn files(
-        &self,
-        models: &ModelConfig,
-    ) -> Result<Option<seer_models::generate::VlmFiles>, String> {
-        use seer_models::generate::VlmFiles;
-        if self.model.is_empty() {
+    /// Blocking: it looks in the models directory.
+    pub fn files(&self, models: &ModelConfig) -> Result<Option<VlmFiles>, String> {
+        if !self.enabled {
             return Ok(None);
         }
         let path = models
@@ -108,31 +137,34 @@ impl VisionConfig {
         if path.is_dir() {
             return Ok(Some(VlmFiles::HfDir(path)));
         }
-        let mmproj = if self.mmproj.as_os_str().is_empty() {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            let beside = std::fs::read_dir(dir)
-                .map_err(|e| format!("{}: {e}", dir.display()))?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("mmproj") && n.ends_with(".gguf"))
-                });
-            beside.ok_or_else(|| {
+        let mmproj = match &self.mmproj {
+            Some(m) => m.clone(),
+            None => mmproj_beside(&path).ok_or_else(|| {
                 format!(
                     "vision.model = {:?} is a GGUF file: it also needs vision.mmproj (no mmproj*.gguf beside it)",
                     self.model
                 )
-            })?
-        } else {
-            self.mmproj.clone()
+            })?,
         };
         Ok(Some(VlmFiles::GgufPair {
             model: path,
             mmproj,
         }))
     }
+}
+
+/// The `mmproj*.gguf` in `model`'s directory, as the catalogue installs it.
+fn mmproj_beside(model: &Path) -> Option<PathBuf> {
+    let dir = model.parent().unwrap_or(Path::new("."));
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("mmproj") && n.ends_with(".gguf"))
+        })
 }
 
 /// How the microphone is used.
@@ -157,8 +189,9 @@ pub struct ListenConfig {
     pub model: String,
     /// Silero VAD model: a catalogue name or a file.
     pub vad: String,
-    /// Input device whose name contains this; empty = the default one.
-    pub device: String,
+    /// Input device whose name contains this; not set: the default one.
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Spoken language (`en`, `de`, …) or `auto`.
     pub language: String,
     /// Whisper threads.
@@ -169,9 +202,10 @@ pub struct ListenConfig {
     pub wake_phrase: String,
     /// After an answer, a question needs no wake phrase for this long, s.
     pub follow_up_seconds: f64,
-    /// Whisper's prompt for hands-free speech; empty = one that spells the
+    /// Whisper's prompt for hands-free speech; not set: one that spells the
     /// wake phrase and the commands.
-    pub prompt: String,
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
     /// Speech probability that starts an utterance.
     pub start_threshold: f32,
     /// Probability below which a window counts as silence inside one.
@@ -180,8 +214,9 @@ pub struct ListenConfig {
     pub min_speech_ms: u32,
     /// Silence that ends an utterance, ms.
     pub hangover_ms: u32,
-    /// Writes every utterance here as WAV (debugging; empty = never).
-    pub debug_audio_dir: PathBuf,
+    /// Writes every utterance here as WAV (debugging; not set: never).
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub debug_audio_dir: Option<PathBuf>,
 }
 
 impl Default for ListenConfig {
@@ -191,18 +226,18 @@ impl Default for ListenConfig {
             mode: ListenMode::Wake,
             model: "whisper-tiny.en".into(),
             vad: "silero-vad".into(),
-            device: String::new(),
+            device: None,
             language: "en".into(),
             threads: 1,
             max_seconds: 30.0,
             wake_phrase: "hey seer".into(),
             follow_up_seconds: 8.0,
-            prompt: String::new(),
+            prompt: None,
             start_threshold: seg.start_threshold,
             stop_threshold: seg.stop_threshold,
             min_speech_ms: seg.min_speech_ms,
             hangover_ms: seg.hangover_ms,
-            debug_audio_dir: PathBuf::new(),
+            debug_audio_dir: None,
         }
     }
 }
@@ -247,21 +282,57 @@ pub struct ModelConfig {
     /// the models directory.
     pub name: String,
     /// A GGUF file or model directory to use instead of `name`.
-    pub path: PathBuf,
-    /// `auto`, `cpu` or `wgpu`.
-    pub backend: String,
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Where the model runs.
+    pub backend: Backend,
     /// CPU threads (0 = all cores).
     pub threads: usize,
     /// Tokens per sequence (prompt + answer).
     pub context_length: usize,
     /// `start` (load before serving) or `lazy` (on the first question).
     pub load: LoadWhen,
-    /// Where models are stored; empty = `$SEER_MODELS_DIR`, else
+    /// Where models are stored; not set: `$SEER_MODELS_DIR`, else
     /// `$XDG_CACHE_HOME/seer/models` (`~/.cache/seer/models`).
-    pub models_dir: PathBuf,
-    /// An extra catalogue file; empty = `$SEER_CATALOG`, else
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub models_dir: Option<PathBuf>,
+    /// An extra catalogue file; not set: `$SEER_CATALOG`, else
     /// `$XDG_CONFIG_HOME/seer/catalog.toml` if it exists.
-    pub catalog: PathBuf,
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<PathBuf>,
+}
+
+/// Where the language and vision models run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// A real GPU through wgpu if one is present, else the CPU.
+    #[default]
+    Auto,
+    /// burn's CPU backend.
+    Cpu,
+    /// wgpu (Vulkan/Metal/DX12), including software adapters like lavapipe.
+    Wgpu,
+}
+
+impl Backend {
+    /// The engine's name for it.
+    pub fn kind(self) -> BackendKind {
+        match self {
+            Backend::Auto => BackendKind::Auto,
+            Backend::Cpu => BackendKind::Cpu,
+            Backend::Wgpu => BackendKind::Wgpu,
+        }
+    }
+
+    /// The config value (`auto`, `cpu`, `wgpu`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Cpu => "cpu",
+            Backend::Wgpu => "wgpu",
+        }
+    }
 }
 
 /// When the model is loaded.
@@ -281,13 +352,13 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             name: DEFAULT_MODEL.into(),
-            path: PathBuf::new(),
-            backend: "auto".into(),
+            path: None,
+            backend: Backend::Auto,
             threads: 0,
             context_length: 2048,
             load: LoadWhen::Start,
-            models_dir: PathBuf::new(),
-            catalog: PathBuf::new(),
+            models_dir: None,
+            catalog: None,
         }
     }
 }
@@ -295,8 +366,8 @@ impl Default for ModelConfig {
 impl ModelConfig {
     /// The models directory after defaults and `SEER_MODELS_DIR`.
     pub fn store(&self) -> ModelStore {
-        if !self.models_dir.as_os_str().is_empty() {
-            return ModelStore::new(&self.models_dir);
+        if let Some(dir) = &self.models_dir {
+            return ModelStore::new(dir);
         }
         match std::env::var_os("SEER_MODELS_DIR").filter(|d| !d.is_empty()) {
             Some(d) => ModelStore::new(d),
@@ -306,8 +377,8 @@ impl ModelConfig {
 
     /// The built-in catalogue plus the configured or user catalogue file.
     pub fn catalog(&self) -> Result<Catalog, StoreError> {
-        let extra = if !self.catalog.as_os_str().is_empty() {
-            Some(self.catalog.clone())
+        let extra = if let Some(c) = &self.catalog {
+            Some(c.clone())
         } else if let Some(p) = std::env::var_os("SEER_CATALOG").filter(|p| !p.is_empty()) {
             Some(PathBuf::from(p))
         } else {
@@ -333,8 +404,8 @@ impl ModelConfig {
     /// The file or directory to load: `path` if set, else the installed
     /// model `name`.
     pub fn resolve(&self) -> Result<PathBuf, StoreError> {
-        if !self.path.as_os_str().is_empty() {
-            return Ok(self.path.clone());
+        if let Some(p) = &self.path {
+            return Ok(p.clone());
         }
         self.store().resolve(&self.name)
     }
@@ -372,26 +443,28 @@ impl Default for AssistantConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SocketConfig {
-    /// Socket path; empty = `$XDG_RUNTIME_DIR/seer/seer.sock`, or
+    /// Socket path; not set: `$XDG_RUNTIME_DIR/seer/seer.sock`, or
     /// `/run/seer/seer.sock` without `XDG_RUNTIME_DIR`.
-    pub path: PathBuf,
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
     /// Longest accepted request line in bytes.
     pub max_line_bytes: usize,
     /// Events queued for one client before it is disconnected as too slow.
     pub client_queue: usize,
-    /// A group (name or numeric id) whose members may also connect; empty =
-    /// only the user running seerd. The socket becomes 0660 and its
+    /// A group (name or numeric id) whose members may also connect; not
+    /// set: only the user running seerd. The socket becomes 0660 and its
     /// directory 0750, both owned by that group.
-    pub group: String,
+    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Default for SocketConfig {
     fn default() -> Self {
         Self {
-            path: PathBuf::new(),
+            path: None,
             max_line_bytes: 16 << 20,
             client_queue: 1024,
-            group: String::new(),
+            group: None,
         }
     }
 }
@@ -402,10 +475,7 @@ impl SocketConfig {
         if let Some(p) = std::env::var_os("SEER_SOCKET") {
             return PathBuf::from(p);
         }
-        if !self.path.as_os_str().is_empty() {
-            return self.path.clone();
-        }
-        default_socket_path()
+        self.path.clone().unwrap_or_else(default_socket_path)
     }
 }
 
@@ -510,22 +580,14 @@ impl Config {
         })
     }
 
-    /// Start-up checks beyond the types: a model loaded at start must be
-    /// there; a `model.name` must at least be in the catalogue.
-    pub fn validate(&self, path: Option<&Path>) -> Result<(), ConfigError> {
-        let missing = |reason: String| ConfigError::ModelMissing {
-            path: path
-                .map(Path::to_owned)
-                .unwrap_or_else(|| "(defaults)".into()),
-            reason,
-        };
-        let l = &self.listen;
+    /// The checks beyond the types that need no file: ranges, and values
+    /// that contradict each other.
+    pub fn check(&self, path: Option<&Path>) -> Result<(), ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
-            path: path
-                .map(Path::to_owned)
-                .unwrap_or_else(|| "(defaults)".into()),
+            path: shown(path),
             message,
         };
+        let l = &self.listen;
         if !(0.0..=1.0).contains(&l.start_threshold) || !(0.0..=1.0).contains(&l.stop_threshold) {
             return Err(invalid(format!(
                 "listen.start_threshold ({}) and listen.stop_threshold ({}) must be between 0 and 1",
@@ -539,23 +601,6 @@ impl Config {
             )));
         }
         let v = &self.vision;
-        // A path that is given must be there; a catalogue name is looked up
-        // at start (not installed: vision is off, with the pull command).
-        if v.model.contains('/') {
-            let m = Path::new(&v.model);
-            if !m.is_file() && !m.join("config.json").is_file() {
-                return Err(missing(format!(
-                    "vision.model = {:?}: neither a GGUF file nor a model directory with config.json",
-                    v.model
-                )));
-            }
-        }
-        if !v.mmproj.as_os_str().is_empty() && !v.mmproj.is_file() {
-            return Err(missing(format!(
-                "vision.mmproj = {:?}: no such file",
-                v.mmproj
-            )));
-        }
         if !(v.camera_fps > 0.0 && v.camera_fps <= 120.0) {
             return Err(invalid(format!(
                 "vision.camera_fps = {} must be above 0 and at most 120",
@@ -592,30 +637,121 @@ impl Config {
                 l.wake_phrase
             )));
         }
-        let m = &self.model;
-        if !m.path.as_os_str().is_empty() {
-            if m.load == LoadWhen::Start && !m.path.exists() {
-                return Err(missing(format!("model.path = {:?} does not exist", m.path)));
+        Ok(())
+    }
+
+    /// Everything start-up needs to know, looked up once (blocking: it
+    /// reads the models directory, the catalogue and `/etc/group`). A
+    /// model loaded at start must be there; a `model.name` must at least be
+    /// in the catalogue; a vision model that is not installed turns vision
+    /// off with the reason in [`Resolved::vision_off`].
+    pub fn resolve(self, path: Option<&Path>) -> Result<Resolved, ConfigError> {
+        self.check(path)?;
+        let missing = |reason: String| ConfigError::ModelMissing {
+            path: shown(path),
+            reason,
+        };
+        let v = &self.vision;
+        // A path that is given must be there; a catalogue name is looked up
+        // (not installed: vision is off, with the pull command).
+        if v.enabled && v.model.contains('/') {
+            let m = Path::new(&v.model);
+            if !m.is_file() && !m.join("config.json").is_file() {
+                return Err(missing(format!(
+                    "vision.model = {:?}: neither a GGUF file nor a model directory with config.json",
+                    v.model
+                )));
             }
-            return Ok(());
         }
-        let catalog = m.catalog().map_err(|e| missing(e.to_string()))?;
-        let store = m.store();
+        if let Some(m) = v.mmproj.as_ref().filter(|m| !m.is_file()) {
+            return Err(missing(format!("vision.mmproj = {m:?}: no such file")));
+        }
+        let catalog = self.model.catalog().map_err(|e| missing(e.to_string()))?;
+        let store = self.model.store();
+        let model = self.language_model(&catalog, &store).map_err(missing)?;
+        let (vision, vision_off) = match v.files(&self.model) {
+            Ok(f) => (f, None),
+            Err(e) => (None, Some(e)),
+        };
+        let group = match &self.socket.group {
+            None => None,
+            Some(g) => Some(
+                crate::server::resolve_group(g).map_err(|message| ConfigError::Invalid {
+                    path: shown(path),
+                    message,
+                })?,
+            ),
+        };
+        let camera = v.camera.as_deref().and_then(|c| {
+            crate::camera::Source::parse(c, v.camera_width, v.camera_height)
+        });
+        Ok(Resolved {
+            socket: self.socket.resolved_path(),
+            group,
+            catalog,
+            store,
+            model,
+            vision,
+            vision_off,
+            camera,
+            config: self,
+        })
+    }
+
+    /// The language model's file, or its catalogue name while a lazy model
+    /// is not installed yet.
+    fn language_model(&self, catalog: &Catalog, store: &ModelStore) -> Result<PathBuf, String> {
+        let m = &self.model;
+        if let Some(p) = &m.path {
+            if m.load == LoadWhen::Start && !p.exists() {
+                return Err(format!("model.path = {p:?} does not exist"));
+            }
+            return Ok(p.clone());
+        }
         let installed = matches!(store.manifest(&m.name), Ok(Some(_)));
         if !installed && catalog.get(&m.name).is_none() {
-            return Err(missing(format!(
+            return Err(format!(
                 "model.name = {:?} is neither installed in {} nor in the catalogue (`seer models list`)",
                 m.name,
                 store.dir().display()
-            )));
+            ));
         }
-        if m.load == LoadWhen::Start {
-            store
-                .resolve(&m.name)
-                .map_err(|e| missing(format!("model.name = {:?}: {e}", m.name)))?;
+        match store.resolve(&m.name) {
+            Ok(p) => Ok(p),
+            Err(e) if m.load == LoadWhen::Start => Err(format!("model.name = {:?}: {e}", m.name)),
+            Err(_) => Ok(PathBuf::from(&m.name)),
         }
-        Ok(())
     }
+}
+
+/// The config file as errors name it.
+fn shown(path: Option<&Path>) -> PathBuf {
+    path.map(Path::to_owned)
+        .unwrap_or_else(|| "(defaults)".into())
+}
+
+/// The configuration after defaults, environment and look-ups, computed
+/// once at start-up by [`Config::resolve`].
+#[derive(Debug)]
+pub struct Resolved {
+    /// What the file said.
+    pub config: Config,
+    /// The socket path (`SEER_SOCKET`, `socket.path`, or the default).
+    pub socket: PathBuf,
+    /// `socket.group` as a gid.
+    pub group: Option<u32>,
+    /// The built-in catalogue plus the configured one.
+    pub catalog: Catalog,
+    /// The models directory.
+    pub store: ModelStore,
+    /// The language model's file (or its name, lazy and not installed yet).
+    pub model: PathBuf,
+    /// The vision-language model's files; `None`: vision is off.
+    pub vision: Option<VlmFiles>,
+    /// Why vision is off although it is enabled (not installed, …).
+    pub vision_off: Option<String>,
+    /// Where camera frames come from; `None`: no camera.
+    pub camera: Option<crate::camera::Source>,
 }
 
 #[cfg(test)]
@@ -627,7 +763,7 @@ mod tests {
         use seer_models::generate::VlmFiles;
         let dir = tempfile::tempdir().expect("tempdir");
         let models = ModelConfig {
-            models_dir: dir.path().to_owned(),
+            models_dir: Some(dir.path().to_owned()),
             ..ModelConfig::default()
         };
         // The default name, not installed: the error says how to get it.
@@ -640,7 +776,7 @@ mod tests {
         );
         // Off.
         let off = VisionConfig {
-            model: String::new(),
+            enabled: false,
             ..VisionConfig::default()
         };
         assert_eq!(off.files(&models), Ok(None));
@@ -667,6 +803,27 @@ mod tests {
     }
 
     #[test]
+    fn not_set_is_leaving_the_key_out() {
+        let c = Config::parse("", Path::new("c.toml")).expect("empty config");
+        assert_eq!(c.socket.path, None);
+        assert_eq!(c.model.backend, Backend::Auto);
+        let e = Config::parse("[socket]\npath = \"\"\n", Path::new("c.toml"))
+            .expect_err("empty path")
+            .to_string();
+        assert!(e.contains("path") && e.contains("leave the key out"), "{e}");
+        let e = Config::parse("[model]\nbackend = \"tpu\"\n", Path::new("c.toml"))
+            .expect_err("unknown backend")
+            .to_string();
+        assert!(e.contains("tpu") && e.contains("wgpu"), "{e}");
+        // What --print-config writes reads back the same.
+        let c = Config::parse("[vision]\ncamera = \"v4l2:\"\n", Path::new("c.toml")).expect("c");
+        let text = toml::to_string_pretty(&c).expect("toml");
+        let back = Config::parse(&text, Path::new("p.toml")).expect("round trip");
+        assert_eq!(back.vision.camera.as_deref(), Some("v4l2:"));
+        assert_eq!(back.socket.path, None);
+    }
+
+    #[test]
     fn unknown_key_and_wrong_type_are_named() {
         let e = Config::parse("[model]\npaht = \"x\"\n", Path::new("c.toml"))
             .expect_err("unknown key")
@@ -690,7 +847,7 @@ mod tests {
         )
         .expect("parses");
         let e = c
-            .validate(Some(Path::new("c.toml")))
+            .check(Some(Path::new("c.toml")))
             .expect_err("hysteresis")
             .to_string();
         assert!(
@@ -699,12 +856,12 @@ mod tests {
         );
         let c =
             Config::parse("[listen]\nwake_phrase = \" ,\"\n", Path::new("c.toml")).expect("parses");
-        let e = c.validate(None).expect_err("empty phrase").to_string();
+        let e = c.check(None).expect_err("empty phrase").to_string();
         assert!(e.contains("listen.wake_phrase"), "{e}");
         for bad in ["follow_up_seconds = inf", "hangover_ms = 0"] {
             let c =
                 Config::parse(&format!("[listen]\n{bad}\n"), Path::new("c.toml")).expect("parses");
-            let e = c.validate(None).expect_err(bad).to_string();
+            let e = c.check(None).expect_err(bad).to_string();
             assert!(e.contains(bad.split(' ').next().unwrap_or(bad)), "{e}");
         }
         let c = Config::parse("[listen]\nmode = \"push-to-talk\"\n", Path::new("c.toml"))

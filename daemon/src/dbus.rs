@@ -1,23 +1,19 @@
 //! The D-Bus front end: `org.seer.Assistant1` at `/org/seer/Assistant1`.
 //!
-//! Thin by design: every method hands off to the same answer stage and state
-//! bus the socket uses, so both front ends show one truth. Properties follow
-//! the [`StateBus`]; the `Answer` signal is emitted for every finished turn,
-//! whichever front end asked.
+//! A thin adapter over the assistant service ([`crate::service`]): every
+//! method is a call on [`Assistant`](ServiceAssistant), properties read it,
+//! and signals follow its typed broadcasts, so the socket and D-Bus show
+//! one truth.
 
 // zbus's `#[interface]` generates undocumented helpers (`state_changed`, ...).
 #![allow(missing_docs)]
 
-use crate::listen::Listener;
-use crate::protocol::{Code, ImageRef};
-use seer_models::generate::CancelToken;
-use seer_pipelines::answer::{AnswerError, Answerer, Ask, TurnEvent};
-use seer_pipelines::listen::PttMsg;
-use seer_pipelines::state::StateBus;
+use crate::error::ServiceError;
+use crate::protocol::{Code, Event, ImageRef};
+use crate::service::{Assistant as ServiceAssistant, Question, TurnHandle};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use zbus::object_server::SignalEmitter;
+use std::sync::{Arc, Mutex};
+use zbus::object_server::{InterfaceRef, SignalEmitter};
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{fdo, interface};
 
@@ -28,7 +24,8 @@ pub const PATH: &str = "/org/seer/Assistant1";
 /// The option keys `Ask` accepts.
 pub const ASK_OPTIONS: &[&str] = &["image_path", "use_camera", "max_tokens", "conversation"];
 
-/// Errors returned to D-Bus callers, named `org.seer.Assistant1.Error.<Variant>`.
+/// Errors returned to D-Bus callers, named `org.seer.Assistant1.Error.<Variant>`:
+/// one per protocol [`Code`], plus `Cancelled`.
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.seer.Assistant1.Error")]
 pub enum Error {
@@ -37,78 +34,72 @@ pub enum Error {
     ZBus(zbus::Error),
     /// The call was malformed (empty text, unknown option, wrong option type).
     BadRequest(String),
-    /// The language model could not be loaded.
+    /// A model could not be loaded.
     ModelMissing(String),
-    /// A device is missing.
+    /// A device is missing, or muted.
     DeviceUnavailable(String),
-    /// Too many questions waiting.
+    /// Too many questions waiting, or the microphone is taken.
     Busy(String),
+    /// An image over `[vision] max_pixels`.
+    TooLarge(String),
     /// The question was cancelled (`Stop`, or another front end).
     Cancelled(String),
-    /// The subsystem has not landed in this build.
+    /// Nothing configured here can serve it.
     Unsupported(String),
+    /// Not allowed.
+    PermissionDenied(String),
+    /// A model download failed.
+    DownloadFailed(String),
+    /// A download did not match its checksum.
+    ChecksumMismatch(String),
+    /// Not enough disk space.
+    NoSpace(String),
     /// Anything else.
     Internal(String),
 }
 
-impl From<AnswerError> for Error {
-    fn from(e: AnswerError) -> Self {
-        let m = e.to_string();
-        match e {
-            AnswerError::Busy(_) => Error::Busy(m),
-            AnswerError::ModelMissing(_) => Error::ModelMissing(m),
-            AnswerError::BadRequest(_) => Error::BadRequest(m),
-            AnswerError::Unsupported(_) => Error::Unsupported(m),
-            AnswerError::Internal(_) => Error::Internal(m),
+impl From<ServiceError> for Error {
+    fn from(e: ServiceError) -> Self {
+        let m = e.message;
+        match e.code {
+            Code::BadRequest => Error::BadRequest(m),
+            Code::ModelMissing => Error::ModelMissing(m),
+            Code::DeviceUnavailable => Error::DeviceUnavailable(m),
+            Code::Busy => Error::Busy(m),
+            Code::TooLarge => Error::TooLarge(m),
+            Code::Unsupported => Error::Unsupported(m),
+            Code::PermissionDenied => Error::PermissionDenied(m),
+            Code::DownloadFailed => Error::DownloadFailed(m),
+            Code::ChecksumMismatch => Error::ChecksumMismatch(m),
+            Code::NoSpace => Error::NoSpace(m),
+            Code::Internal => Error::Internal(m),
         }
     }
+}
+
+fn bad(m: impl Into<String>) -> Error {
+    Error::BadRequest(m.into())
 }
 
 /// The served object.
 pub struct Assistant {
-    answerer: Answerer,
-    state: StateBus,
-    models: HashMap<String, String>,
-    listener: Option<Arc<Listener>>,
-    camera: Option<(Arc<crate::camera::Camera>, u64)>,
-    /// Whether a vision model is configured (the camera is never opened
-    /// for nothing).
-    vision: bool,
-    captures: AtomicU64,
+    service: Arc<ServiceAssistant>,
+    /// The push-to-talk capture `StartListening` began (so `StopListening`
+    /// ends only its own, never a socket client's).
+    capture: Mutex<Option<String>>,
 }
 
 impl Assistant {
-    /// An object serving `answerer` and `state`; `models` is role → model.
-    pub fn new(answerer: Answerer, state: StateBus, models: HashMap<String, String>) -> Self {
+    /// An object serving `service`.
+    pub fn new(service: Arc<ServiceAssistant>) -> Self {
         Self {
-            answerer,
-            state,
-            models,
-            listener: None,
-            camera: None,
-            vision: false,
-            captures: AtomicU64::new(0),
+            service,
+            capture: Mutex::new(None),
         }
     }
 
-    /// Serves the `image_path` and `use_camera` options and `CameraActive`
-    /// (`max_pixels` bounds `image_path` images).
-    /// `vision` says whether a vision model is configured.
-    pub fn with_camera(
-        mut self,
-        camera: Arc<crate::camera::Camera>,
-        max_pixels: u64,
-        vision: bool,
-    ) -> Self {
-        self.camera = Some((camera, max_pixels));
-        self.vision = vision;
-        self
-    }
-
-    /// Serves `StartListening`/`StopListening` with `listener`.
-    pub fn with_listener(mut self, listener: Arc<Listener>) -> Self {
-        self.listener = Some(listener);
-        self
+    fn capture(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.capture.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -117,6 +108,68 @@ fn owned<'a>(v: impl Into<Value<'a>>) -> OwnedValue {
     v.into()
         .try_into()
         .expect("plain values convert to OwnedValue")
+}
+
+/// `Ask`'s options as a question.
+fn question(text: String, options: &HashMap<String, OwnedValue>) -> Result<Question, Error> {
+    if text.trim().is_empty() {
+        return Err(bad("the question text is empty"));
+    }
+    let mut q = Question::text(text);
+    let mut set_image = |q: &mut Question, image: ImageRef| {
+        if q.image.replace(image).is_some() {
+            return Err(bad("give image_path or use_camera, not both"));
+        }
+        Ok(())
+    };
+    for (key, value) in options {
+        match key.as_str() {
+            "max_tokens" => {
+                let n = u32::try_from(value)
+                    .map_err(|_| bad("option max_tokens must be a uint32 (u)"))?;
+                q.max_tokens = Some(n as usize);
+            }
+            "conversation" => {
+                let s = <&str>::try_from(value)
+                    .map_err(|_| bad("option conversation must be a string (s)"))?;
+                q.conversation = Some(s.to_owned());
+            }
+            "image_path" => {
+                let s = <&str>::try_from(value)
+                    .map_err(|_| bad("option image_path must be a string (s)"))?;
+                set_image(&mut q, ImageRef::Path(s.into()))?;
+            }
+            "use_camera" => {
+                let on = bool::try_from(value)
+                    .map_err(|_| bad("option use_camera must be a boolean (b)"))?;
+                if on {
+                    set_image(&mut q, ImageRef::Camera)?;
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown option `{other}` (known: {})",
+                    ASK_OPTIONS.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// The answer's text once the turn ends.
+async fn answer(mut turn: TurnHandle) -> Result<String, Error> {
+    while let Some(ev) = turn.events.recv().await {
+        match ev {
+            Event::AnswerEnd { text, .. } => return Ok(text.trim().to_owned()),
+            Event::Cancelled {} => {
+                return Err(Error::Cancelled("the question was cancelled".into()));
+            }
+            Event::Error { code, message } => return Err(ServiceError::new(code, message).into()),
+            _ => {}
+        }
+    }
+    Err(Error::Internal("the answer stage stopped".into()))
 }
 
 #[interface(name = "org.seer.Assistant1")]
@@ -129,144 +182,21 @@ impl Assistant {
         text: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<String, Error> {
-        if text.trim().is_empty() {
-            return Err(Error::BadRequest("the question text is empty".into()));
-        }
-        let mut ask = Ask {
-            text,
-            conversation: None,
-            max_tokens: None,
-            image: None,
-        };
-        let mut image = None;
-        for (key, value) in &options {
-            match key.as_str() {
-                "max_tokens" => {
-                    let n = u32::try_from(value).map_err(|_| {
-                        Error::BadRequest("option max_tokens must be a uint32 (u)".into())
-                    })?;
-                    ask.max_tokens = Some(n as usize);
-                }
-                "conversation" => {
-                    let s = <&str>::try_from(value).map_err(|_| {
-                        Error::BadRequest("option conversation must be a string (s)".into())
-                    })?;
-                    ask.conversation = Some(s.to_owned());
-                }
-                "image_path" => {
-                    let s = <&str>::try_from(value).map_err(|_| {
-                        Error::BadRequest("option image_path must be a string (s)".into())
-                    })?;
-                    if image.is_some() {
-                        return Err(Error::BadRequest(
-                            "give image_path or use_camera, not both".into(),
-                        ));
-                    }
-                    image = Some(ImageRef {
-                        path: Some(s.into()),
-                        base64: None,
-                        camera: None,
-                    });
-                }
-                "use_camera" => {
-                    let on = bool::try_from(value).map_err(|_| {
-                        Error::BadRequest("option use_camera must be a boolean (b)".into())
-                    })?;
-                    if on {
-                        if image.is_some() {
-                            return Err(Error::BadRequest(
-                                "give image_path or use_camera, not both".into(),
-                            ));
-                        }
-                        image = Some(ImageRef {
-                            path: None,
-                            base64: None,
-                            camera: Some(true),
-                        });
-                    }
-                }
-                other => {
-                    return Err(Error::BadRequest(format!(
-                        "unknown option `{other}` (known: {})",
-                        ASK_OPTIONS.join(", ")
-                    )));
-                }
-            }
-        }
-        if let Some(image) = image {
-            let Some((camera, max)) = self.camera.clone() else {
-                return Err(Error::Unsupported("images are not configured".into()));
-            };
-            if !self.vision {
-                return Err(Error::Unsupported(
-                    "no vision model is configured ([vision] model); this daemon cannot look at images"
-                        .into(),
-                ));
-            }
-            let got =
-                tokio::task::spawn_blocking(move || crate::vision::load(&image, max, &camera))
-                    .await
-                    .map_err(|e| Error::Internal(format!("reading the image: {e}")))?;
-            ask.image = Some(got.map_err(|(code, m)| match code {
-                Code::TooLarge | Code::BadRequest => Error::BadRequest(m),
-                Code::DeviceUnavailable => Error::DeviceUnavailable(m),
-                Code::Unsupported => Error::Unsupported(m),
-                _ => Error::Internal(m),
-            })?);
-        }
-        let mut turn = self.answerer.submit(ask)?;
-        while let Some(ev) = turn.events.recv().await {
-            match ev {
-                TurnEvent::End { text, .. } => return Ok(text.trim().to_owned()),
-                TurnEvent::Cancelled => {
-                    return Err(Error::Cancelled("the question was cancelled".into()));
-                }
-                TurnEvent::Failed(e) => return Err(e.into()),
-                _ => {}
-            }
-        }
-        Err(Error::Internal("the answer stage stopped".into()))
+        let q = question(text, &options)?;
+        answer(self.service.ask(q)).await
     }
 
     /// Push-to-talk start: opens the microphone. After `StopListening`
     /// the transcript is answered; the answer comes as the `Answer` signal.
     async fn start_listening(&self) -> Result<(), Error> {
-        let Some(listener) = &self.listener else {
-            return Err(Error::Unsupported("listening is not configured".into()));
-        };
-        let id = format!("dbus-{}", self.captures.fetch_add(1, Ordering::SeqCst));
-        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        listener
-            .push_to_talk(&id, CancelToken::new(), tx)
-            .map_err(|(code, m)| match code {
-                Code::ModelMissing => Error::ModelMissing(m),
-                Code::DeviceUnavailable => Error::DeviceUnavailable(m),
-                Code::Busy => Error::Busy(m),
-                _ => Error::Internal(m),
-            })?;
-        let answerer = self.answerer.clone();
-        let listener2 = listener.clone();
+        let mut turn = self.service.listen("dbus").await?;
+        *self.capture() = turn.capture().map(str::to_owned);
         tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                match msg {
-                    PttMsg::Transcript(text) if !text.trim().is_empty() => {
-                        listener2.announce_transcript(&id, &text);
-                        let image = crate::listen::look_for(listener2.eyes(), &text).await;
-                        let ask = Ask {
-                            text,
-                            conversation: None,
-                            max_tokens: None,
-                            image,
-                        };
-                        // The answer is announced by the `Answer` signal.
-                        match answerer.submit(ask) {
-                            Ok(mut turn) => while turn.events.recv().await.is_some() {},
-                            Err(e) => tracing::warn!("D-Bus push-to-talk: {e}"),
-                        }
-                        return;
-                    }
-                    PttMsg::Failed(e) => tracing::warn!("D-Bus push-to-talk: {e}"),
-                    _ => {}
+            // The answer is announced by the `Answer` signal; what went
+            // wrong only reaches the log (the method has returned).
+            while let Some(ev) = turn.events.recv().await {
+                if let Event::Error { message, .. } = ev {
+                    tracing::warn!("D-Bus push-to-talk: {message}");
                 }
             }
         });
@@ -275,56 +205,55 @@ impl Assistant {
 
     /// Push-to-talk stop: closes the microphone and answers what was said.
     async fn stop_listening(&self) -> Result<(), Error> {
-        let listener = self
-            .listener
-            .as_ref()
-            .ok_or_else(|| Error::Unsupported("listening is not configured".into()))?;
-        match listener.active() {
-            Some(id) if id.starts_with("dbus-") && listener.stop(&id) => Ok(()),
-            _ => Err(Error::BadRequest(
-                "not listening (StartListening first)".into(),
-            )),
+        let capture = self.capture().take();
+        match capture {
+            Some(key) if self.service.stop_listening(&key) => Ok(()),
+            _ => Err(bad("not listening (StartListening first)")),
         }
     }
 
     /// Cancels every queued and running question.
     async fn stop(&self) {
-        self.answerer.stop_all();
+        self.service.stop_all();
     }
 
-    /// Version, models, devices and capabilities.
+    /// Version, models, devices and capabilities: the socket's `describe`.
     async fn describe(&self) -> HashMap<String, OwnedValue> {
+        let d = self.service.describe();
+        let c = d.capabilities;
         let caps: HashMap<&str, bool> = [
-            ("text", true),
-            ("voice", self.listener.is_some()),
-            ("vision", false),
-            ("models", true),
+            ("text", c.text),
+            ("voice", c.voice),
+            ("hands_free", c.hands_free),
+            ("vision", c.vision),
+            ("camera", c.camera),
+            ("models", c.models),
         ]
         .into();
-        let mut d = HashMap::new();
-        d.insert("version".to_owned(), owned(env!("CARGO_PKG_VERSION")));
-        d.insert("models".to_owned(), owned(self.models.clone()));
-        d.insert("devices".to_owned(), owned(Vec::<String>::new()));
-        d.insert("capabilities".to_owned(), owned(caps));
-        d
+        let mut out = HashMap::new();
+        out.insert("version".to_owned(), owned(d.version));
+        out.insert("models".to_owned(), owned(models(&self.service)));
+        out.insert("devices".to_owned(), owned(Vec::<String>::new()));
+        out.insert("capabilities".to_owned(), owned(caps));
+        out
     }
 
     /// idle, listening, transcribing, thinking or speaking.
     #[zbus(property)]
     async fn state(&self) -> String {
-        self.state.get().as_str().to_owned()
+        self.service.state().as_str().to_owned()
     }
 
     /// The privacy switch: while true, microphone and camera stay off.
     #[zbus(property)]
     async fn muted(&self) -> bool {
-        self.state.muted()
+        self.service.muted()
     }
 
     /// Sets the privacy switch.
     #[zbus(property)]
     async fn set_muted(&mut self, muted: bool) {
-        self.state.set_muted(muted);
+        self.service.set_muted(muted);
     }
 
     /// Whether audio flows from the microphone (hands-free listening or a
@@ -332,9 +261,7 @@ impl Assistant {
     /// announced.
     #[zbus(property)]
     async fn microphone_active(&self) -> bool {
-        self.listener
-            .as_ref()
-            .is_some_and(|l| l.microphone_active())
+        self.service.microphone_active()
     }
 
     /// Whether the camera is capturing: the privacy indicator. It turns on
@@ -342,13 +269,13 @@ impl Assistant {
     /// change is announced.
     #[zbus(property)]
     async fn camera_active(&self) -> bool {
-        self.camera.as_ref().is_some_and(|(c, _)| c.active())
+        self.service.camera_active()
     }
 
     /// Role → model.
     #[zbus(property)]
     async fn models(&self) -> HashMap<String, String> {
-        self.models.clone()
+        models(&self.service)
     }
 
     /// Seer's version.
@@ -366,6 +293,19 @@ impl Assistant {
     /// A finished turn, from any front end.
     #[zbus(signal)]
     async fn answer(emitter: &SignalEmitter<'_>, question: &str, answer: &str) -> zbus::Result<()>;
+}
+
+/// Role → model, as `Models` and `Describe` name them.
+fn models(service: &ServiceAssistant) -> HashMap<String, String> {
+    let d = service.describe();
+    let mut m = HashMap::from([(
+        "language".to_owned(),
+        d.models.language.path.display().to_string(),
+    )]);
+    if let Some(v) = d.models.vision {
+        m.insert("vision".to_owned(), v.files);
+    }
+    m
 }
 
 /// Which bus to serve on.
@@ -402,12 +342,9 @@ pub enum StartError {
 }
 
 /// Connects, serves the object, claims the name, and starts the tasks that
-/// forward state, mute and answer changes as D-Bus signals.
+/// turn the service's broadcasts into D-Bus signals.
 pub async fn start(bus: Bus, assistant: Assistant) -> Result<zbus::Connection, StartError> {
-    let state = assistant.state.clone();
-    let voice = assistant.listener.as_ref().map(|l| l.subscribe());
-    let camera = assistant.camera.as_ref().map(|(c, _)| c.subscribe_active());
-    let mut finished = assistant.answerer.subscribe_finished();
+    let service = assistant.service.clone();
     let builder = match bus {
         Bus::Session => zbus::connection::Builder::session(),
         Bus::System => zbus::connection::Builder::system(),
@@ -451,22 +388,44 @@ pub async fn start(bus: Bus, assistant: Assistant) -> Result<zbus::Connection, S
         Err(e) => return Err(e.into()),
     }
     let iface = conn.object_server().interface::<_, Assistant>(PATH).await?;
+    announce(iface, &service);
+    Ok(conn)
+}
 
-    let i = iface.clone();
-    let mut states = state.subscribe();
+/// A signal or property change to emit.
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs `act`'s job for every broadcast value, for as long as it lasts.
+fn on_each<T: Clone + Send + 'static, F>(mut rx: tokio::sync::broadcast::Receiver<T>, mut act: F)
+where
+    F: FnMut(T) -> Option<Job> + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
-            match states.recv().await {
-                Ok(_) => {
-                    let _ = i.get().await.state_changed(i.signal_emitter()).await;
+            match rx.recv().await {
+                Ok(v) => {
+                    if let Some(f) = act(v) {
+                        f.await;
+                    }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => break,
             }
         }
     });
+}
+
+/// Property changes and signals, from the service's typed broadcasts.
+fn announce(iface: InterfaceRef<Assistant>, service: &ServiceAssistant) {
     let i = iface.clone();
-    let mut muted = state.subscribe_muted();
+    on_each(service.subscribe_state(), move |_| {
+        let i = i.clone();
+        Some(Box::pin(async move {
+            let _ = i.get().await.state_changed(i.signal_emitter()).await;
+        }))
+    });
+    let i = iface.clone();
+    let mut muted = service.subscribe_muted();
     tokio::spawn(async move {
         while muted.changed().await.is_ok() {
             let obj = i.get().await;
@@ -475,47 +434,33 @@ pub async fn start(bus: Bus, assistant: Assistant) -> Result<zbus::Connection, S
             let _ = obj.camera_active_changed(i.signal_emitter()).await;
         }
     });
-    if let Some(mut camera) = camera {
-        let i = iface.clone();
-        tokio::spawn(async move {
-            while camera.changed().await.is_ok() {
-                let obj = i.get().await;
-                if let Err(e) = obj.camera_active_changed(i.signal_emitter()).await {
-                    tracing::warn!("D-Bus CameraActive change not announced: {e}");
-                }
+    let i = iface.clone();
+    on_each(service.subscribe_camera(), move |_| {
+        let i = i.clone();
+        Some(Box::pin(async move {
+            if let Err(e) = i.get().await.camera_active_changed(i.signal_emitter()).await {
+                tracing::warn!("D-Bus CameraActive change not announced: {e}");
             }
-        });
-    }
-    if let Some(mut voice) = voice {
-        let i = iface.clone();
-        tokio::spawn(async move {
-            loop {
-                match voice.recv().await {
-                    Ok(ev) if ev.kind == "microphone" => {
-                        let obj = i.get().await;
-                        let _ = obj.microphone_active_changed(i.signal_emitter()).await;
-                    }
-                    Ok(ev) if ev.kind == "transcript.final" => {
-                        let text = ev.body["text"].as_str().unwrap_or_default();
-                        let _ = Assistant::transcript(i.signal_emitter(), text, true).await;
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => break,
-                }
-            }
-        });
-    }
-    let i = iface;
-    tokio::spawn(async move {
-        loop {
-            match finished.recv().await {
-                Ok(f) => {
-                    let _ = Assistant::answer(i.signal_emitter(), &f.question, &f.answer).await;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => break,
-            }
+        }))
+    });
+    let i = iface.clone();
+    on_each(service.subscribe_voice(), move |b| {
+        let i = i.clone();
+        match b.event {
+            Event::Microphone { .. } => Some(Box::pin(async move {
+                let _ = i.get().await.microphone_active_changed(i.signal_emitter()).await;
+            })),
+            Event::TranscriptFinal(t) => Some(Box::pin(async move {
+                let _ = Assistant::transcript(i.signal_emitter(), &t.text, true).await;
+            })),
+            _ => None,
         }
     });
-    Ok(conn)
+    let i = iface;
+    on_each(service.subscribe_finished(), move |f| {
+        let i = i.clone();
+        Some(Box::pin(async move {
+            let _ = Assistant::answer(i.signal_emitter(), &f.question, &f.answer).await;
+        }))
+    });
 }

@@ -3,9 +3,10 @@
 //! the socket's `models.pull`, which runs the blocking download on a thread
 //! of its own and streams `models.progress` events.
 
-use crate::protocol::Code;
-use seer_models::generate::CancelToken;
-use seer_models::store::{Catalog, Hub, ModelStore, PullEvent, PullOutcome, Source, StoreError};
+use crate::error::ServiceError;
+use crate::protocol::{Code, Event, Progress, Pulled};
+use seer_cancel::CancelToken;
+use seer_store::{Catalog, Hub, ModelStore, PullEvent, PullOutcome, Source, StoreError};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -52,23 +53,6 @@ pub fn list(catalog: &Catalog, store: &ModelStore) -> Result<Vec<Value>, StoreEr
     Ok(rows)
 }
 
-/// The protocol's error code for a store or download failure.
-pub fn code_of(e: &StoreError) -> Code {
-    match e {
-        StoreError::UnknownModel { .. } | StoreError::Invalid(_) => Code::BadRequest,
-        StoreError::NotInstalled { .. } | StoreError::Corrupt { .. } => Code::ModelMissing,
-        StoreError::Http { .. } | StoreError::Transfer { .. } | StoreError::SizeMismatch { .. } => {
-            Code::DownloadFailed
-        }
-        StoreError::ChecksumMismatch { .. } => Code::ChecksumMismatch,
-        StoreError::NoSpace { .. } | StoreError::DiskFull { .. } => Code::NoSpace,
-        StoreError::Locked { .. } => Code::Busy,
-        StoreError::Io { .. } | StoreError::Catalog { .. } | StoreError::Cancelled(_) => {
-            Code::Internal
-        }
-    }
-}
-
 /// What the daemon needs to serve `models.*` requests.
 #[derive(Debug)]
 pub struct Models {
@@ -79,15 +63,6 @@ pub struct Models {
     /// The Hub client (`HF_ENDPOINT`, `HF_TOKEN`).
     pub hub: Hub,
     running: Mutex<HashSet<String>>,
-}
-
-/// A message from a pull's thread to the connection that asked for it.
-#[derive(Debug)]
-pub enum PullMsg {
-    /// `models.progress`.
-    Progress(Value),
-    /// The end: `models.pulled`, or an error.
-    Done(Result<Value, (Code, String)>),
 }
 
 impl Models {
@@ -108,11 +83,12 @@ impl Models {
         self: &Arc<Self>,
         name: &str,
         cancel: CancelToken,
-        tx: tokio::sync::mpsc::Sender<PullMsg>,
-    ) -> Result<(), (Code, String)> {
+        tx: tokio::sync::mpsc::Sender<Event>,
+    ) -> Result<(), ServiceError> {
         let Some(entry) = self.catalog.get(name).cloned() else {
-            let e = self.catalog.unknown(name);
-            return Err((Code::BadRequest, e.to_string()));
+            return Err(ServiceError::bad_request(
+                self.catalog.unknown(name).to_string(),
+            ));
         };
         if !self
             .running
@@ -120,7 +96,7 @@ impl Models {
             .unwrap_or_else(|p| p.into_inner())
             .insert(entry.name.clone())
         {
-            return Err((
+            return Err(ServiceError::new(
                 Code::Busy,
                 format!("{name} is already being pulled by another request"),
             ));
@@ -136,17 +112,30 @@ impl Models {
                             file,
                             completed,
                             total,
-                        } => json!({"name": name, "file": file, "completed": completed, "total": total}),
-                        PullEvent::Resolved { name, total, present, .. } => {
-                            json!({"name": name, "file": null, "completed": present, "total": total})
-                        }
+                        } => Progress {
+                            name: name.to_owned(),
+                            file: Some(file.to_owned()),
+                            completed,
+                            total,
+                        },
+                        PullEvent::Resolved {
+                            name,
+                            total,
+                            present,
+                            ..
+                        } => Progress {
+                            name: name.to_owned(),
+                            file: None,
+                            completed: present,
+                            total,
+                        },
                         PullEvent::Retry { name, file, attempt, error, .. } => {
                             tracing::warn!(%name, %file, attempt, "download broke off, retrying: {error}");
                             return;
                         }
                         PullEvent::File { .. } => return,
                     };
-                    let _ = tx.blocking_send(PullMsg::Progress(v));
+                    let _ = tx.blocking_send(Event::ModelsProgress(v));
                 };
                 let result = this.hub.pull(&this.store, &entry, &mut on, &cancel);
                 this.running
@@ -157,30 +146,29 @@ impl Models {
                     Ok(out) => {
                         let m = out.manifest();
                         tracing::info!(name = %m.name, "model installed");
-                        Ok(json!({
-                            "name": m.name,
-                            "path": this.store.path_of(m),
-                            "size": m.size(),
-                            "already_installed": matches!(out, PullOutcome::AlreadyInstalled(_)),
-                        }))
+                        Event::ModelsPulled(Pulled {
+                            name: m.name.clone(),
+                            path: this.store.path_of(m),
+                            size: m.size(),
+                            already_installed: matches!(out, PullOutcome::AlreadyInstalled(_)),
+                        })
                     }
-                    Err(StoreError::Cancelled(_)) => Err((Code::Internal, "cancelled".into())),
+                    Err(_) if cancel.is_cancelled() => Event::Cancelled {},
                     Err(e) => {
                         tracing::warn!("pull of {} failed: {e}", entry.name);
-                        Err((code_of(&e), e.to_string()))
+                        ServiceError::from(e).into()
                     }
                 };
-                let _ = tx.blocking_send(PullMsg::Done(msg));
+                let _ = tx.blocking_send(msg);
             });
         if let Err(e) = spawned {
             self.running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(name);
-            return Err((
-                Code::Internal,
-                format!("cannot start the download thread: {e}"),
-            ));
+            return Err(ServiceError::internal(format!(
+                "cannot start the download thread: {e}"
+            )));
         }
         Ok(())
     }

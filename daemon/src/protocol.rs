@@ -1,16 +1,24 @@
 //! The socket protocol, version 1: one JSON object per line, every message
 //! carries `"v": 1`; requests carry a client-chosen `id` that every event
 //! answering them echoes. See `docs/protocol.md`.
+//!
+//! Both directions are typed: [`Request`] and [`Event`] are `serde` enums
+//! tagged by `type`, so the daemon, the `seer` CLI and the tests share one
+//! definition of every message. [`parse`] adds the checks serde cannot say
+//! well (version, empty ids, exactly one image source) and [`encode`] /
+//! [`decode`] add and remove the `v` and `id` every message carries.
 
-use seer_pipelines::answer::{AnswerError, TurnEvent};
-use serde::Deserialize;
+use seer_models::generate::{StopReason, Timings};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::path::PathBuf;
 
 /// Protocol version spoken here.
 pub const VERSION: u64 = 1;
 
 /// Stable error codes (`error.code`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Code {
     /// Malformed or invalid request.
     BadRequest,
@@ -22,7 +30,7 @@ pub enum Code {
     Busy,
     /// Line or payload over the limit.
     TooLarge,
-    /// A request for a subsystem that has not landed yet.
+    /// Nothing configured here can serve the request.
     Unsupported,
     /// The peer is not allowed to use this socket.
     PermissionDenied,
@@ -55,8 +63,8 @@ impl Code {
     }
 }
 
-/// Request types that belong to subsystems not built yet; they are answered
-/// with `unsupported` and listed as such in `describe`.
+/// Request types that belong to subsystems not built yet (none today);
+/// `describe` lists them so clients can tell "not here" from "unknown".
 pub const UNSUPPORTED: &[&str] = &[];
 
 /// Request types served.
@@ -74,81 +82,103 @@ pub const SUPPORTED: &[&str] = &[
     "set",
 ];
 
-/// Event names a client may subscribe to.
+/// Broadcast topics a client may subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topic {
+    /// The assistant's state, and the camera's indicator.
+    State,
+    /// What the microphone hears (hands-free turns, transcripts).
+    Voice,
+}
+
+/// Topic names, for `describe`.
 pub const SUBSCRIBABLE: &[&str] = &["state", "voice"];
 
-/// A parsed request.
-#[derive(Debug, Clone, PartialEq)]
+/// A request, as the wire has it (without `v`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
 pub enum Request {
     /// Ask a question.
+    #[serde(rename = "ask")]
     Ask(AskRequest),
     /// Cancel the request with this id (on this connection).
+    #[serde(rename = "cancel")]
     Cancel {
         /// The request to cancel.
         id: String,
     },
     /// Cancel every queued and running turn.
+    #[serde(rename = "stop")]
     Stop {
         /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
     /// Receive broadcast events.
+    #[serde(rename = "subscribe")]
     Subscribe {
         /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
-        /// Event names (see [`SUBSCRIBABLE`]).
-        events: Vec<String>,
+        /// The topics.
+        events: Vec<Topic>,
     },
     /// Current state and queue.
+    #[serde(rename = "status")]
     Status {
         /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
     /// Version, models, capabilities.
+    #[serde(rename = "describe")]
     Describe {
         /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
-    /// `models.list`: the catalogue and what is installed.
+    /// The catalogue and what is installed.
+    #[serde(rename = "models.list")]
     ModelsList {
         /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
-    /// `models.pull {name}`: download a catalogue model.
+    /// Download a catalogue model.
+    #[serde(rename = "models.pull")]
     ModelsPull {
         /// Echoed by every event of the pull; `cancel` takes it.
         id: String,
         /// The catalogue name.
         name: String,
     },
-    /// `listen.start`: push-to-talk pressed; capture from the microphone.
+    /// Push-to-talk pressed: capture from the microphone.
+    #[serde(rename = "listen.start")]
     ListenStart {
         /// Echoed by the transcript and the answer that follow.
         id: String,
     },
-    /// `set`: change a setting (today: the privacy switch).
-    Set {
-        /// Echoed.
-        id: Option<String>,
-        /// Mute (true) or unmute the microphone and camera.
-        muted: bool,
-    },
-    /// `listen.stop`: push-to-talk released; transcribe and answer.
+    /// Push-to-talk released: transcribe and answer.
+    #[serde(rename = "listen.stop")]
     ListenStop {
         /// The `listen.start`'s id.
         id: String,
     },
-    /// A known request type whose subsystem has not landed.
-    Unsupported {
+    /// Change a setting (today: the privacy switch).
+    #[serde(rename = "set")]
+    Set {
         /// Echoed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
-        /// The request type.
-        kind: String,
+        /// Mute (true) or unmute the microphone and camera.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        muted: Option<bool>,
     },
 }
 
 /// `ask`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AskRequest {
     /// Client-chosen id, echoed by every event of this turn.
@@ -156,39 +186,440 @@ pub struct AskRequest {
     /// The question.
     pub text: String,
     /// Continue this conversation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<String>,
     /// Answer length limit.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<usize>,
     /// Stream `answer.delta` events (default true).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    /// An image to look at: exactly one of its fields.
-    #[serde(default)]
+    /// An image to look at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageRef>,
 }
 
-/// Where an `ask`'s image comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageRef {
+impl AskRequest {
+    /// A plain question with `id`.
+    pub fn new(id: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            text: text.into(),
+            conversation: None,
+            max_tokens: None,
+            stream: None,
+            image: None,
+        }
+    }
+}
+
+/// Where an `ask`'s image comes from. On the wire an object with exactly
+/// one of `path`, `base64` or `camera: true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ImageFields", into = "ImageFields")]
+pub enum ImageRef {
     /// A file the daemon reads.
-    #[serde(default)]
-    pub path: Option<std::path::PathBuf>,
+    Path(PathBuf),
     /// The file's bytes, base64 (standard alphabet, padding optional).
-    #[serde(default)]
-    pub base64: Option<String>,
+    Base64(String),
     /// The camera's current (sharpest recent) frame.
-    #[serde(default)]
-    pub camera: Option<bool>,
+    Camera,
+}
+
+/// [`ImageRef`]'s wire shape.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    camera: Option<bool>,
+}
+
+impl TryFrom<ImageFields> for ImageRef {
+    type Error = String;
+
+    fn try_from(f: ImageFields) -> Result<Self, String> {
+        match (f.path, f.base64, f.camera) {
+            (Some(p), None, None) => Ok(ImageRef::Path(p)),
+            (None, Some(b), None) => Ok(ImageRef::Base64(b)),
+            (None, None, Some(true)) => Ok(ImageRef::Camera),
+            _ => Err("ask.image: give exactly one of `path`, `base64` or `camera: true`".into()),
+        }
+    }
+}
+
+impl From<ImageRef> for ImageFields {
+    fn from(i: ImageRef) -> Self {
+        match i {
+            ImageRef::Path(p) => ImageFields {
+                path: Some(p),
+                ..Default::default()
+            },
+            ImageRef::Base64(b) => ImageFields {
+                base64: Some(b),
+                ..Default::default()
+            },
+            ImageRef::Camera => ImageFields {
+                camera: Some(true),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// What the assistant (or one turn) is doing, as `state {state}` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activity {
+    /// Nothing running.
+    Idle,
+    /// A turn waits behind others (`position` says how many).
+    Queued,
+    /// Capturing speech.
+    Listening,
+    /// Turning speech into text.
+    Transcribing,
+    /// Generating an answer.
+    Thinking,
+    /// Speaking an answer.
+    Speaking,
+}
+
+impl From<seer_pipelines::state::State> for Activity {
+    fn from(s: seer_pipelines::state::State) -> Self {
+        use seer_pipelines::state::State;
+        match s {
+            State::Idle => Activity::Idle,
+            State::Listening => Activity::Listening,
+            State::Transcribing => Activity::Transcribing,
+            State::Thinking => Activity::Thinking,
+            State::Speaking => Activity::Speaking,
+        }
+    }
+}
+
+/// Where a transcript came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TranscriptSource {
+    /// The always-on listener (after the wake phrase, or a follow-up).
+    HandsFree,
+    /// A push-to-talk capture.
+    PushToTalk,
+}
+
+/// How long a hands-free utterance took to hear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeardTimings {
+    /// The utterance's audio, ms.
+    pub audio_ms: u64,
+    /// Whisper's time, ms.
+    pub transcribe_ms: u64,
+    /// From the end of speech to the transcript, ms.
+    pub end_of_speech_ms: u64,
+}
+
+/// `transcript.final`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// What whisper heard.
+    pub text: String,
+    /// Where it came from (voice subscribers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TranscriptSource>,
+    /// The question asked (the words after the wake phrase; hands-free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
+    /// Whether the wake phrase was said (hands-free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake: Option<bool>,
+    /// Timings (hands-free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<HeardTimings>,
+}
+
+/// The camera as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraStatus {
+    /// Capturing now (the privacy indicator).
+    pub active: bool,
+    /// The configured source, if any.
+    pub source: Option<String>,
+    /// How long it stays open after a look, seconds.
+    pub keep_warm_s: f64,
+}
+
+/// The language model as `status` and `describe` name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The file or directory (or the catalogue name until a lazy model is
+    /// installed).
+    pub path: PathBuf,
+    /// `auto`, `cpu` or `wgpu`.
+    pub backend: String,
+}
+
+/// The vision-language model as `describe` names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisionInfo {
+    /// Its files.
+    pub files: String,
+    /// Whether photos are tiled.
+    pub tiling: bool,
+}
+
+/// `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// What the assistant is doing.
+    pub state: Activity,
+    /// The privacy switch.
+    pub muted: bool,
+    /// Whether audio flows from the microphone.
+    pub microphone: bool,
+    /// The camera.
+    pub camera: CameraStatus,
+    /// Turns waiting or running.
+    pub pending: usize,
+    /// The language model.
+    pub model: ModelInfo,
+    /// Seconds since start.
+    pub uptime_s: u64,
+}
+
+/// `describe.capabilities`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Typed questions.
+    pub text: bool,
+    /// Push-to-talk (listening is not off).
+    pub voice: bool,
+    /// The always-on listener runs.
+    pub hands_free: bool,
+    /// A vision model is configured.
+    pub vision: bool,
+    /// A camera is configured.
+    pub camera: bool,
+    /// `models.list` / `models.pull`.
+    pub models: bool,
+}
+
+/// `describe.models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Models {
+    /// The language model.
+    pub language: ModelInfo,
+    /// The vision-language model (`null` when vision is off).
+    pub vision: Option<VisionInfo>,
+}
+
+/// `describe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Describe {
+    /// Seer's version.
+    pub version: String,
+    /// The protocol version.
+    pub protocol: u64,
+    /// Request types served.
+    pub requests: Vec<String>,
+    /// Request types known but not served by this build.
+    pub unsupported: Vec<String>,
+    /// Topics for `subscribe`.
+    pub subscribable: Vec<String>,
+    /// What this daemon can do.
+    pub capabilities: Capabilities,
+    /// Its models.
+    pub models: Models,
+}
+
+/// `models.progress`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The model.
+    pub name: String,
+    /// The file being fetched (`null` for the whole model).
+    pub file: Option<String>,
+    /// Bytes present.
+    pub completed: u64,
+    /// Bytes in all, if the server said.
+    pub total: Option<u64>,
+}
+
+/// `models.pulled`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pulled {
+    /// The model.
+    pub name: String,
+    /// Where it is installed.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// It was there already; nothing was fetched.
+    pub already_installed: bool,
+}
+
+/// An event, as the wire has it (without `v` and `id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Event {
+    /// The assistant's state (subscribers) or a turn's (queued, thinking,
+    /// listening, transcribing).
+    #[serde(rename = "state")]
+    State {
+        /// The state.
+        state: Activity,
+        /// Turns ahead of a queued one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<usize>,
+    },
+    /// More answer text.
+    #[serde(rename = "answer.delta")]
+    AnswerDelta {
+        /// The new text.
+        text: String,
+    },
+    /// The answer is complete.
+    #[serde(rename = "answer.end")]
+    AnswerEnd {
+        /// The whole answer.
+        text: String,
+        /// Why it ended.
+        stop_reason: StopReason,
+        /// Where the time went.
+        timings: Timings,
+    },
+    /// The request was cancelled.
+    #[serde(rename = "cancelled")]
+    Cancelled {},
+    /// The request failed.
+    #[serde(rename = "error")]
+    Error {
+        /// Stable code.
+        code: Code,
+        /// What was wrong.
+        message: String,
+    },
+    /// `stop` was done.
+    #[serde(rename = "stopped")]
+    Stopped {},
+    /// `subscribe` took effect.
+    #[serde(rename = "subscribed")]
+    Subscribed {
+        /// The topics.
+        events: Vec<Topic>,
+    },
+    /// `set` took effect.
+    #[serde(rename = "set")]
+    Set {
+        /// The privacy switch now.
+        muted: bool,
+    },
+    /// `status`.
+    #[serde(rename = "status")]
+    Status(Status),
+    /// `describe`.
+    #[serde(rename = "describe")]
+    Describe(Describe),
+    /// `models.list`.
+    #[serde(rename = "models.list")]
+    ModelsList {
+        /// One row per model.
+        models: Vec<Value>,
+        /// The models directory.
+        dir: PathBuf,
+    },
+    /// Download progress.
+    #[serde(rename = "models.progress")]
+    ModelsProgress(Progress),
+    /// A pull finished.
+    #[serde(rename = "models.pulled")]
+    ModelsPulled(Pulled),
+    /// What was heard.
+    #[serde(rename = "transcript.final")]
+    TranscriptFinal(Transcript),
+    /// The microphone's state (voice subscribers).
+    #[serde(rename = "microphone")]
+    Microphone {
+        /// Whether audio flows.
+        active: bool,
+        /// The device, when it opened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        /// Why it stopped, when it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Whether hands-free listening runs (first event only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hands_free: Option<bool>,
+    },
+    /// The camera's privacy indicator (state subscribers).
+    #[serde(rename = "camera")]
+    Camera {
+        /// Capturing now.
+        active: bool,
+        /// A failure while open.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The wake phrase alone was said.
+    #[serde(rename = "wake")]
+    Wake {
+        /// What whisper heard.
+        text: String,
+    },
+    /// A spoken command ("stop").
+    #[serde(rename = "voice.command")]
+    VoiceCommand {
+        /// The command.
+        command: String,
+        /// What whisper heard.
+        text: String,
+    },
+}
+
+impl Event {
+    /// An `error` event.
+    pub fn error(code: Code, message: impl Into<String>) -> Self {
+        Event::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A `state` event without a position.
+    pub fn state(state: impl Into<Activity>) -> Self {
+        Event::State {
+            state: state.into(),
+            position: None,
+        }
+    }
+
+    /// Whether this event ends the request it answers.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Event::AnswerEnd { .. }
+                | Event::Cancelled {}
+                | Event::Error { .. }
+                | Event::ModelsPulled(_)
+        )
+    }
+}
+
+impl From<crate::error::ServiceError> for Event {
+    fn from(e: crate::error::ServiceError) -> Self {
+        Event::error(e.code, e.message)
+    }
 }
 
 /// A request that could not be parsed: the code, a message naming the
 /// problem, and the id if one could be read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParseError {
-    /// `bad_request` (or `too_large` from the reader).
+    /// `bad_request`.
     pub code: Code,
     /// What was wrong.
     pub message: String,
@@ -204,43 +635,6 @@ fn bad(message: impl Into<String>, id: Option<String>) -> ParseError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdOnly {
-    #[serde(default)]
-    id: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PullBody {
-    id: String,
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetBody {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    muted: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubscribeBody {
-    #[serde(default)]
-    id: Option<String>,
-    events: Vec<String>,
-}
-
 /// Parses one request line (without its newline).
 pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
     let value: Value = serde_json::from_slice(line).map_err(|e| {
@@ -250,11 +644,11 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             bad(format!("invalid JSON: {e}"), None)
         }
     })?;
-    let Value::Object(obj) = &value else {
+    let Value::Object(mut obj) = value else {
         return Err(bad("a request must be a JSON object", None));
     };
     let id = obj.get("id").and_then(|v| v.as_str()).map(str::to_owned);
-    match obj.get("v") {
+    match obj.remove("v") {
         None => return Err(bad("missing field `v` (protocol version, must be 1)", id)),
         Some(v) if v.as_u64() == Some(VERSION) => {}
         Some(v) => {
@@ -274,117 +668,40 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             ));
         }
     };
-    let field_err = |e: serde_json::Error| bad(format!("{kind}: {e}"), id.clone());
-    // The typed bodies below see only the request's own fields.
-    let mut body = obj.clone();
-    body.remove("v");
-    body.remove("type");
-    let body = Value::Object(body);
-    Ok(match kind.as_str() {
-        "ask" => {
-            let a: AskRequest = serde_json::from_value(body.clone()).map_err(field_err)?;
-            if a.text.trim().is_empty() {
-                return Err(bad("ask: `text` is empty", Some(a.id)));
-            }
-            if a.id.is_empty() {
-                return Err(bad("ask: `id` is empty", None));
-            }
-            if let Some(img) = &a.image {
-                let given = usize::from(img.path.is_some())
-                    + usize::from(img.base64.is_some())
-                    + usize::from(img.camera == Some(true));
-                if given != 1 || img.camera == Some(false) {
-                    return Err(bad(
-                        "ask.image: give exactly one of `path`, `base64` or `camera: true`",
-                        Some(a.id),
-                    ));
-                }
-            }
-            Request::Ask(a)
-        }
-        "cancel" => {
-            let c: CancelBody = serde_json::from_value(body.clone()).map_err(field_err)?;
-            Request::Cancel { id: c.id }
-        }
-        "listen.start" | "listen.stop" => {
-            let c: CancelBody = serde_json::from_value(body.clone()).map_err(field_err)?;
-            if c.id.is_empty() {
-                return Err(bad(format!("{kind}: `id` is empty"), None));
-            }
-            if kind == "listen.start" {
-                Request::ListenStart { id: c.id }
-            } else {
-                Request::ListenStop { id: c.id }
-            }
-        }
-        "subscribe" => {
-            let s: SubscribeBody = serde_json::from_value(body.clone()).map_err(field_err)?;
-            if let Some(unknown) = s
-                .events
-                .iter()
-                .find(|e| !SUBSCRIBABLE.contains(&e.as_str()))
-            {
-                return Err(bad(
-                    format!(
-                        "subscribe: unknown event `{unknown}` (subscribable: {})",
-                        SUBSCRIBABLE.join(", ")
-                    ),
-                    s.id,
-                ));
-            }
-            Request::Subscribe {
-                id: s.id,
-                events: s.events,
-            }
-        }
-        "stop" | "status" | "describe" | "models.list" => {
-            let b: IdOnly = serde_json::from_value(body.clone()).map_err(field_err)?;
-            match kind.as_str() {
-                "stop" => Request::Stop { id: b.id },
-                "status" => Request::Status { id: b.id },
-                "models.list" => Request::ModelsList { id: b.id },
-                _ => Request::Describe { id: b.id },
-            }
-        }
-        "models.pull" => {
-            let b: PullBody = serde_json::from_value(body.clone()).map_err(field_err)?;
-            if b.id.is_empty() || b.name.is_empty() {
-                return Err(bad(
-                    "models.pull: `id` and `name` must not be empty",
-                    Some(b.id),
-                ));
-            }
-            Request::ModelsPull {
-                id: b.id,
-                name: b.name,
-            }
-        }
-        "set" => {
-            let b: SetBody = serde_json::from_value(body.clone()).map_err(field_err)?;
-            let Some(muted) = b.muted else {
-                return Err(bad("set: nothing to set (settable: `muted`)", b.id));
-            };
-            Request::Set { id: b.id, muted }
-        }
-        k if UNSUPPORTED.contains(&k) => Request::Unsupported { id, kind },
-        other => {
-            return Err(bad(
-                format!(
-                    "unknown request type `{other}` (known: {}, {})",
-                    SUPPORTED.join(", "),
-                    UNSUPPORTED.join(", ")
-                ),
-                id,
-            ));
-        }
-    })
+    if !SUPPORTED.contains(&kind.as_str()) {
+        return Err(bad(
+            format!(
+                "unknown request type `{kind}` (known: {})",
+                SUPPORTED.join(", ")
+            ),
+            id,
+        ));
+    }
+    let req: Request = serde_json::from_value(Value::Object(obj))
+        .map_err(|e| bad(format!("{kind}: {e}"), id.clone()))?;
+    check(&req).map_err(|m| bad(m, id))?;
+    Ok(req)
 }
 
-/// Adds `v` (and `id` when given) to an event object.
-pub fn event(kind: &str, id: Option<&str>, mut body: Value) -> String {
+/// What serde cannot check: empty ids and texts, an empty `set`.
+fn check(req: &Request) -> Result<(), String> {
+    match req {
+        Request::Ask(a) if a.text.trim().is_empty() => Err("ask: `text` is empty".into()),
+        Request::Ask(a) if a.id.is_empty() => Err("ask: `id` is empty".into()),
+        Request::ListenStart { id } if id.is_empty() => Err("listen.start: `id` is empty".into()),
+        Request::ListenStop { id } if id.is_empty() => Err("listen.stop: `id` is empty".into()),
+        Request::ModelsPull { id, name } if id.is_empty() || name.is_empty() => {
+            Err("models.pull: `id` and `name` must not be empty".into())
+        }
+        Request::Set { muted: None, .. } => Err("set: nothing to set (settable: `muted`)".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Adds `v` and `type` (and `id` when given) to a message body.
+fn envelope(mut body: Value, id: Option<&str>) -> String {
     if let Value::Object(m) = &mut body {
         m.insert("v".into(), json!(VERSION));
-        m.insert("type".into(), json!(kind));
         if let Some(id) = id {
             m.insert("id".into(), json!(id));
         }
@@ -392,49 +709,45 @@ pub fn event(kind: &str, id: Option<&str>, mut body: Value) -> String {
     body.to_string()
 }
 
-/// An `error` event.
-pub fn error_event(code: Code, message: &str, id: Option<&str>) -> String {
-    event(
-        "error",
-        id,
-        json!({ "code": code.as_str(), "message": message }),
-    )
+/// The line for `event` answering request `id` (none for broadcasts).
+pub fn encode(id: Option<&str>, event: &Event) -> String {
+    // Every field is a string, number, bool, list or string-keyed map, so
+    // conversion cannot fail; if it ever did, the client still gets a line.
+    let body = serde_json::to_value(event).unwrap_or_else(
+        |e| json!({"type": "error", "code": "internal", "message": format!("encoding an event: {e}")}),
+    );
+    envelope(body, id)
 }
 
-/// The protocol's code for an answer-stage failure.
-pub fn answer_code(e: &AnswerError) -> Code {
-    match e {
-        AnswerError::Busy(_) => Code::Busy,
-        AnswerError::ModelMissing(_) => Code::ModelMissing,
-        AnswerError::BadRequest(_) => Code::BadRequest,
-        AnswerError::Unsupported(_) => Code::Unsupported,
-        AnswerError::Internal(_) => Code::Internal,
-    }
+/// The line for `request` (clients).
+pub fn encode_request(request: &Request) -> String {
+    let body = serde_json::to_value(request).unwrap_or_else(|_| json!({}));
+    envelope(body, None)
 }
 
-/// A turn's event as its wire `type` and body (without `v`, `type`, `id`);
-/// `None` for a delta when the client asked for no streaming.
-pub fn turn_event(ev: TurnEvent, stream: bool) -> Option<(&'static str, Value)> {
-    Some(match ev {
-        TurnEvent::Queued { position } => {
-            ("state", json!({"state": "queued", "position": position}))
+/// An event line as a client reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    /// The request it answers (none for broadcasts).
+    pub id: Option<String>,
+    /// The event.
+    pub event: Event,
+}
+
+/// Reads an event line (clients). Unknown fields are ignored, so a newer
+/// daemon's additions do not break an older client.
+pub fn decode(line: &str) -> Result<Received, serde_json::Error> {
+    let mut v: Value = serde_json::from_str(line)?;
+    let id = match &mut v {
+        Value::Object(m) => {
+            m.remove("v");
+            m.remove("id").and_then(|i| i.as_str().map(str::to_owned))
         }
-        TurnEvent::Thinking => ("state", json!({"state": "thinking"})),
-        TurnEvent::Delta(text) if stream => ("answer.delta", json!({"text": text})),
-        TurnEvent::Delta(_) => return None,
-        TurnEvent::End {
-            text,
-            stop_reason,
-            timings,
-        } => (
-            "answer.end",
-            json!({"text": text, "stop_reason": stop_reason, "timings": timings}),
-        ),
-        TurnEvent::Cancelled => ("cancelled", json!({})),
-        TurnEvent::Failed(e) => (
-            "error",
-            json!({"code": answer_code(&e).as_str(), "message": e.to_string()}),
-        ),
+        _ => None,
+    };
+    Ok(Received {
+        id,
+        event: serde_json::from_value(v)?,
     })
 }
 
@@ -458,7 +771,7 @@ mod tests {
             parse(br#"{"v":1,"type":"set","id":"m","muted":true}"#).expect("set"),
             Request::Set {
                 id: Some("m".into()),
-                muted: true
+                muted: Some(true)
             }
         );
         assert_eq!(
@@ -481,6 +794,34 @@ mod tests {
                 .message
                 .contains("name")
         );
+        assert_eq!(
+            parse(br#"{"v":1,"type":"subscribe","events":["state","voice"]}"#).expect("sub"),
+            Request::Subscribe {
+                id: None,
+                events: vec![Topic::State, Topic::Voice]
+            }
+        );
+        assert!(
+            err(r#"{"v":1,"type":"subscribe","events":["tv"]}"#)
+                .message
+                .contains("tv")
+        );
+    }
+
+    #[test]
+    fn images_are_one_of_three() {
+        let r = parse(br#"{"v":1,"type":"ask","id":"a","text":"hi","image":{"camera":true}}"#);
+        assert!(matches!(r, Ok(Request::Ask(a)) if a.image == Some(ImageRef::Camera)));
+        for bad in [
+            r#"{"camera":false}"#,
+            r#"{}"#,
+            r#"{"path":"/a","base64":"AA"}"#,
+        ] {
+            let line = format!(r#"{{"v":1,"type":"ask","id":"a","text":"hi","image":{bad}}}"#);
+            let e = err(&line);
+            assert!(e.message.contains("exactly one"), "{bad}: {e:?}");
+            assert_eq!(e.id.as_deref(), Some("a"));
+        }
     }
 
     #[test]
@@ -515,10 +856,49 @@ mod tests {
                 .contains("colour")
         );
         assert!(
+            err(r#"{"v":1,"type":"status","id":"x","colour":1}"#)
+                .message
+                .contains("colour")
+        );
+        assert!(
             parse(&[0xff, 0xfe])
                 .expect_err("utf8")
                 .message
                 .contains("UTF-8")
         );
+    }
+
+    #[test]
+    fn requests_and_events_round_trip() {
+        let mut a = AskRequest::new("q1", "What is this?");
+        a.image = Some(ImageRef::Path("/tmp/p.jpg".into()));
+        let req = Request::Ask(a);
+        let line = encode_request(&req);
+        assert_eq!(
+            serde_json::from_str::<Value>(&line).expect("json"),
+            json!({"v":1,"type":"ask","id":"q1","text":"What is this?","image":{"path":"/tmp/p.jpg"}})
+        );
+        assert_eq!(parse(line.as_bytes()).expect("parses"), req);
+
+        let ev = Event::State {
+            state: Activity::Queued,
+            position: Some(2),
+        };
+        let line = encode(Some("q1"), &ev);
+        assert_eq!(
+            serde_json::from_str::<Value>(&line).expect("json"),
+            json!({"v":1,"type":"state","id":"q1","state":"queued","position":2})
+        );
+        let got = decode(&line).expect("decodes");
+        assert_eq!(got.id.as_deref(), Some("q1"));
+        assert_eq!(got.event, ev);
+        let line = encode(None, &Event::Cancelled {});
+        assert_eq!(
+            serde_json::from_str::<Value>(&line).expect("json"),
+            json!({"v":1,"type":"cancelled"})
+        );
+        let e = decode(r#"{"v":1,"type":"error","code":"too_large","message":"m","extra":1}"#)
+            .expect("unknown fields are ignored");
+        assert_eq!(e.event, Event::error(Code::TooLarge, "m"));
     }
 }

@@ -4,100 +4,33 @@
 //! ever sees a decoded RGB frame.
 
 use crate::camera::Camera;
-use crate::config::VoiceCamera;
-use crate::protocol::{Code, ImageRef};
+use crate::error::ServiceError;
+use crate::protocol::ImageRef;
 use base64::Engine;
-use seer_platform::frames::{self, ImageError};
+use seer_platform::frames;
 use std::sync::Arc;
 
 /// Reads and decodes `image` (on a blocking thread: it is file I/O and
-/// CPU work), refusing more than `max_pixels`; `camera: true` takes the
-/// camera's sharpest recent frame.
+/// CPU work), refusing more than `max_pixels`; [`ImageRef::Camera`] takes
+/// the camera's sharpest recent frame.
 pub fn load(
     image: &ImageRef,
     max_pixels: u64,
     camera: &Arc<Camera>,
-) -> Result<Arc<image::RgbImage>, (Code, String)> {
-    let given = [
-        image.path.is_some(),
-        image.base64.is_some(),
-        image.camera.is_some(),
-    ];
-    if given.iter().filter(|&&g| g).count() != 1 {
-        return Err((
-            Code::BadRequest,
-            "ask.image: give exactly one of path, base64 or camera".into(),
-        ));
-    }
-    if let Some(on) = image.camera {
-        if !on {
-            return Err((
-                Code::BadRequest,
-                "ask.image.camera: must be true (leave out image for a text question)".into(),
-            ));
+) -> Result<Arc<image::RgbImage>, ServiceError> {
+    let decoded = match image {
+        ImageRef::Camera => return camera.look().map(|f| f.image),
+        ImageRef::Path(path) => frames::load(path, max_pixels),
+        ImageRef::Base64(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(b64.trim_end_matches('=').as_bytes())
+                .map_err(|e| {
+                    ServiceError::bad_request(format!("ask.image.base64: not valid base64 ({e})"))
+                })?;
+            frames::decode(&bytes, "ask.image.base64", max_pixels)
         }
-        return camera.look().map(|f| f.image);
-    }
-    let decoded = if let Some(path) = &image.path {
-        frames::load(path, max_pixels)
-    } else if let Some(b64) = &image.base64 {
-        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(b64.trim_end_matches('=').as_bytes())
-            .map_err(|e| {
-                (
-                    Code::BadRequest,
-                    format!("ask.image.base64: not valid base64 ({e})"),
-                )
-            })?;
-        frames::decode(&bytes, "ask.image.base64", max_pixels)
-    } else {
-        return Err((Code::BadRequest, "ask.image: empty".into()));
     };
-    decoded.map(Arc::new).map_err(|e| {
-        let code = match e {
-            ImageError::TooLarge { .. } => Code::TooLarge,
-            _ => Code::BadRequest,
-        };
-        (code, format!("ask.image: {e}"))
-    })
-}
-
-/// The camera as spoken questions use it, when both a camera and a vision
-/// model are configured: `[vision] voice_camera` decides which questions
-/// get the current frame.
-#[derive(Debug, Clone)]
-pub struct VoiceEyes {
-    /// The daemon's camera.
-    pub camera: Arc<Camera>,
-    /// `never`, `when-asked` or `always`.
-    pub rule: VoiceCamera,
-}
-
-impl VoiceEyes {
-    /// Whether `question` gets the camera's frame.
-    pub fn wants(&self, question: &str) -> bool {
-        match self.rule {
-            VoiceCamera::Never => false,
-            VoiceCamera::Always => true,
-            VoiceCamera::WhenAsked => mentions_looking(question),
-        }
-    }
-
-    /// The frame for `question`, if it gets one. Blocking. A camera that
-    /// fails is logged and the question is answered without it: a spoken
-    /// question should get an answer, not an error about a lens.
-    pub fn frame_for(&self, question: &str) -> Option<Arc<image::RgbImage>> {
-        if !self.wants(question) {
-            return None;
-        }
-        match self.camera.look() {
-            Ok(f) => Some(f.image),
-            Err((_, m)) => {
-                tracing::warn!("spoken question answered without the camera: {m}");
-                None
-            }
-        }
-    }
+    Ok(Arc::new(decoded?))
 }
 
 /// Whether a question is about what is in view: it talks about looking,

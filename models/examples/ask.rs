@@ -7,10 +7,9 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use seer_cancel::CancelToken;
 use seer_models::device::{self, BackendKind};
-use seer_models::generate::{
-    CancelToken, DEFAULT_SYSTEM_PROMPT, Engine, EngineOptions, Request, Sampling,
-};
+use seer_models::generate::{DEFAULT_SYSTEM_PROMPT, Engine, EngineOptions, Request, Sampling};
 use seer_models::llama::WeightFormat;
 use seer_models::tokenizer::Message;
 use std::io::Write;

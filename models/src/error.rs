@@ -65,9 +65,6 @@ pub enum ModelError {
     /// The compute backend could not be opened or failed.
     #[error("backend: {0}")]
     Backend(String),
-    /// A model named by catalogue name is not installed (or is damaged).
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
 }
 
 /// Shorthand used throughout the crate.

@@ -14,8 +14,16 @@
 //!   connector that feed the decoder image features.
 //! - [`speech`] transcribes with whisper.cpp (`whisper-rs`).
 //! - [`vad`] finds speech with Silero VAD (run by whisper.cpp).
-//! - [`store`] is the model catalogue, the models directory and the Hub
-//!   downloader.
+//!
+//! Weights are read through one internal layer, `weights`: a `Source` of
+//! named tensors over a GGUF file or an HF safetensors checkpoint, which
+//! both the decoder and the vision tower load from. Modules depend one way:
+//! `generate` → `vision` → `llama` → `weights` → `gguf` → `error`.
+//!
+//! Finding and downloading models is not done here: the catalogue, the
+//! models directory and the Hub downloader are the `seer-store` crate, so
+//! this crate links no HTTP or TLS. Cancellation is `seer-cancel`'s
+//! [`CancelToken`](seer_cancel::CancelToken), shared with the downloader.
 
 pub mod device;
 pub mod error;
@@ -23,9 +31,9 @@ pub mod generate;
 pub mod gguf;
 pub mod llama;
 pub mod speech;
-pub mod store;
 pub mod tokenizer;
 pub mod vad;
 pub mod vision;
+mod weights;
 
 pub use error::{ModelError, Result};

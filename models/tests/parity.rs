@@ -5,7 +5,8 @@
 
 use burn::tensor::Device;
 use seer_models::device::{BackendKind, OpenedDevice};
-use seer_models::generate::{CancelToken, Engine, Request};
+use seer_cancel::CancelToken;
+use seer_models::generate::{Engine, Request};
 use seer_models::gguf::GgufFile;
 use seer_models::llama::{Llama, WeightFormat, load_gguf, load_hf};
 use seer_models::tokenizer::TextTokenizer;

@@ -6,10 +6,10 @@
 //! The model must be present: a missing model fails these tests with the
 //! command that fetches it, it never skips them.
 
+use seer_cancel::CancelToken;
 use seer_models::device::BackendKind;
 use seer_models::generate::{
-    CancelToken, DEFAULT_SYSTEM_PROMPT, Engine, EngineOptions, Request, Sampling, StopReason,
-    StreamDecoder,
+    DEFAULT_SYSTEM_PROMPT, Engine, EngineOptions, Request, Sampling, StopReason, StreamDecoder,
 };
 use seer_models::gguf::GgufFile;
 use seer_models::tokenizer::{Message, TextTokenizer};

@@ -9,7 +9,8 @@
 use crate::conversation::Conversations;
 use crate::state::{State, StateBus};
 use seer_models::ModelError;
-use seer_models::generate::{CancelToken, Engine, ImagePrompt, Request, StopReason, Timings};
+use seer_cancel::CancelToken;
+use seer_models::generate::{Engine, ImagePrompt, Request, StopReason, Timings};
 use seer_models::tokenizer::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
@@ -114,8 +115,9 @@ pub struct Turn {
 pub enum EngineSource {
     /// Already loaded.
     Loaded(Box<Engine>),
-    /// Loaded on the first turn (errors are reported to that turn).
-    Lazy(Box<dyn FnMut() -> Result<Engine, ModelError> + Send>),
+    /// Loaded on the first turn; the error (a message naming the file or
+    /// the pull command) is reported to that turn as `model_missing`.
+    Lazy(Box<dyn FnMut() -> Result<Engine, String> + Send>),
 }
 
 struct Job {
@@ -215,8 +217,14 @@ impl Answerer {
 
     /// Queues a turn. Fails with [`AnswerError::Busy`] when the queue is full.
     pub fn submit(&self, ask: Ask) -> Result<Turn, AnswerError> {
+        self.submit_with(ask, CancelToken::new())
+    }
+
+    /// Queues a turn that `cancel` stops: a caller whose request began
+    /// before the turn (a capture, an image being read) keeps one token
+    /// for the whole request.
+    pub fn submit_with(&self, ask: Ask, cancel: CancelToken) -> Result<Turn, AnswerError> {
         let (events, rx) = mpsc::channel(TURN_EVENTS);
-        let cancel = CancelToken::new();
         let position = self.pending.fetch_add(1, Ordering::SeqCst);
         // The first event is always the queue position.
         let _ = events.try_send(TurnEvent::Queued { position });
@@ -375,7 +383,7 @@ impl Worker {
 fn load<'a>(src: &'a mut EngineSource, what: &str) -> Result<&'a Engine, AnswerError> {
     if let EngineSource::Lazy(load) = src {
         tracing::info!("loading the {what} (lazy start)");
-        let engine = load().map_err(|e| AnswerError::ModelMissing(e.to_string()))?;
+        let engine = load().map_err(AnswerError::ModelMissing)?;
         *src = EngineSource::Loaded(Box::new(engine));
     }
     match src {

@@ -50,6 +50,7 @@ pub struct InputDevice {
 
 /// Input devices of the default host.
 pub fn input_devices() -> Result<Vec<InputDevice>, AudioError> {
+    quiet_alsa();
     let host = cpal::default_host();
     let default = host
         .default_input_device()
@@ -119,6 +120,43 @@ impl Drop for Microphone {
     }
 }
 
+/// Routes ALSA's own error messages (`ALSA lib pcm.c:… Unknown PCM …`,
+/// a dozen on every retry on a board with no sound card) into the log at
+/// debug level (`RUST_LOG=alsa=debug`) instead of stderr. The daemon logs
+/// one line per change of the microphone's state instead.
+pub fn quiet_alsa() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sets a process-wide handler once; the handler only formats
+    // into a stack buffer and calls `seer_alsa_message`.
+    ONCE.call_once(|| unsafe {
+        seer_alsa_quiet();
+    });
+}
+
+unsafe extern "C" {
+    fn seer_alsa_quiet() -> std::ffi::c_int;
+}
+
+/// Called by the C handler (src/alsa_quiet.c) with ALSA's formatted message.
+#[unsafe(no_mangle)]
+extern "C" fn seer_alsa_message(
+    file: *const std::ffi::c_char,
+    line: std::ffi::c_int,
+    text: *const std::ffi::c_char,
+) {
+    let show = |p: *const std::ffi::c_char| {
+        if p.is_null() {
+            String::new()
+        } else {
+            // SAFETY: ALSA passes NUL-terminated strings (or null).
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
+    tracing::debug!(target: "alsa", "{}:{line}: {}", show(file), show(text));
+}
+
 /// Silence from the device this long means it is gone.
 const STALL: Duration = Duration::from_secs(2);
 /// How long a freshly opened device may take to deliver anything.
@@ -129,8 +167,15 @@ enum Raw {
     Error(String),
 }
 
+/// After failing this long, the microphone is retried only every [`SLOW_RETRY`].
+const GIVE_UP_FAST: Duration = Duration::from_secs(60);
+/// The retry interval of a microphone that has been failing for a while.
+const SLOW_RETRY: Duration = Duration::from_secs(30);
+
 fn capture_loop(device: Option<String>, tx: SyncSender<MicEvent>, stop: Arc<AtomicBool>) {
+    quiet_alsa();
     let mut backoff = Duration::from_millis(250);
+    let mut failing_since: Option<std::time::Instant> = None;
     while !stop.load(Ordering::SeqCst) {
         match open(device.as_deref()) {
             Ok((stream, raw, name, rate, channels)) => {
@@ -150,6 +195,7 @@ fn capture_loop(device: Option<String>, tx: SyncSender<MicEvent>, stop: Arc<Atom
                 // that opens and then stalls again keeps backing off.
                 if opened.elapsed() > Duration::from_secs(10) {
                     backoff = Duration::from_millis(250);
+                    failing_since = None;
                 }
                 if err.is_some() {
                     // A stream whose server vanished can hang in its drop
@@ -180,7 +226,16 @@ fn capture_loop(device: Option<String>, tx: SyncSender<MicEvent>, stop: Arc<Atom
         while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // A device that keeps failing is retried every few seconds at
+        // first (a restarting sound server), then twice a minute (a board
+        // with no sound card should not spin).
+        failing_since.get_or_insert_with(std::time::Instant::now);
+        let cap = if failing_since.is_some_and(|t| t.elapsed() > GIVE_UP_FAST) {
+            SLOW_RETRY
+        } else {
+            Duration::from_secs(5)
+        };
+        backoff = (backoff * 2).min(cap);
     }
 }
 

@@ -142,7 +142,7 @@ impl Daemon {
         let listen = if extra.contains("[vision]") {
             listen.to_owned()
         } else {
-            format!("{listen}[vision]\nmodel = \"\"\n")
+            format!("{listen}[vision]\nenabled = false\n")
         };
         let config = dir.path().join("config.toml");
         std::fs::write(

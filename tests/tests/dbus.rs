@@ -551,3 +551,85 @@ fn ask_with_an_image_or_the_camera_over_dbus() {
     assert!(!out.status.success());
     assert!(text(&out).contains("muted"), "{}", text(&out));
 }
+
+/// `Describe` on the bus says what the socket's `describe` says: with a
+/// vision model configured, both report `vision: true` (D-Bus used to say
+/// false whatever the config).
+#[test]
+fn describe_on_the_bus_matches_the_socket() {
+    use seer_daemon::protocol::{self, Event, Request};
+    let bus = Bus::start();
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let d = bus.seerd(&format!(
+        "[vision]\nmodel = {:?}\n",
+        fixtures.join("smolvlm-tiny/hf")
+    ));
+    let mut c = d.connect();
+    c.send_raw(format!("{}\n", protocol::encode_request(&Request::Describe { id: None })).as_bytes());
+    let got = protocol::decode(&c.recv().to_string()).expect("a describe event");
+    let Event::Describe(socket) = got.event else {
+        panic!("{got:?}")
+    };
+    assert!(socket.capabilities.vision, "{socket:?}");
+    let out = bus.busctl(&["call", DEST, PATH, DEST, "Describe"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    for (name, on) in [
+        ("vision", socket.capabilities.vision),
+        ("camera", socket.capabilities.camera),
+        ("voice", socket.capabilities.voice),
+        ("hands_free", socket.capabilities.hands_free),
+    ] {
+        assert!(t.contains(&format!("\"{name}\" b {on}")), "{name}: {t}");
+    }
+    assert!(t.contains("\"vision\" s "), "the vision model is named: {t}");
+}
+
+/// A D-Bus push-to-talk that hears nothing ends back at `idle` (it used to
+/// stay `transcribing` until the next turn), and the service keeps serving.
+#[test]
+fn an_empty_push_to_talk_over_dbus_returns_to_idle() {
+    let sound = seer_tests::sound::SoundServer::start();
+    let bus = Bus::start();
+    let server = sound.server();
+    let _d = bus.seerd_env(
+        &format!(
+            "[listen]\nmode = \"push-to-talk\"\nmodel = {:?}\nvad = {:?}\n",
+            seer_tests::test_model("ggml-tiny.en.bin"),
+            seer_tests::test_model("ggml-silero-v6.2.3.bin")
+        ),
+        &[("PULSE_SERVER", server.as_str())],
+    );
+    let state = |bus: &Bus| {
+        text(&bus.busctl(&["get-property", DEST, PATH, DEST, "State"]))
+            .trim()
+            .to_owned()
+    };
+    let monitor = Monitor::start(&bus);
+    let out = bus.busctl(&["call", DEST, PATH, DEST, "StartListening"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = monitor.seen(&["'State': <'listening'>"], Duration::from_secs(30));
+    assert!(got.iter().any(|l| l.contains("'listening'")), "{got:#?}");
+    // Silence only: nothing is said.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = bus.busctl(&["call", DEST, PATH, DEST, "StopListening"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = monitor.seen(&["'State': <'idle'>"], Duration::from_secs(60));
+    assert!(
+        got.iter().any(|l| l.contains("'State': <'idle'>")),
+        "never back to idle: {got:#?}"
+    );
+    assert_eq!(state(&bus), "s \"idle\"");
+    // And a question is still answered.
+    let out = bus.busctl(&[
+        "call",
+        DEST,
+        PATH,
+        DEST,
+        "Ask",
+        "sa{sv}",
+        "What is the capital of France?",
+        "0",
+    ]);
+    assert!(text(&out).contains("Paris"), "{}", text(&out));
+}

@@ -3,11 +3,15 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use seer_daemon::config::{Config, DbusBus, LoadWhen};
+use seer_daemon::camera::{Camera, CameraOptions};
+use seer_daemon::config::{Config, DbusBus, LoadWhen, Resolved};
 use seer_daemon::dbus;
+use seer_daemon::listen::Listener;
+use seer_daemon::protocol::{ModelInfo, VisionInfo};
 use seer_daemon::server::{self, Shared};
+use seer_daemon::service::{Assistant, Parts};
 use seer_daemon::systemd;
-use seer_models::device::{self, BackendKind};
+use seer_models::device;
 use seer_models::generate::{Engine, EngineOptions};
 use seer_pipelines::answer::{AnswerConfig, Answerer, EngineSource};
 use seer_pipelines::conversation::Conversations;
@@ -16,6 +20,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(version, about = "Seer's assistant daemon")]
@@ -76,204 +81,189 @@ fn run() -> Result<()> {
         return Ok(());
     }
     init_logging(&config.log.level);
-    config.validate(path.as_deref())?;
-    let backend: BackendKind = config
-        .model
-        .backend
-        .parse()
-        .with_context(|| format!("config model.backend = {:?}", config.model.backend))?;
-    if config.model.threads > 0 {
-        device::set_cpu_threads(config.model.threads);
+    // Every look-up happens here, once, before the runtime starts.
+    let resolved = config.resolve(path.as_deref())?;
+    if let Some(why) = &resolved.vision_off {
+        tracing::warn!("vision is off: {why}");
+    }
+    let c = &resolved.config;
+    if c.model.threads > 0 {
+        device::set_cpu_threads(c.model.threads);
     }
     let opts = EngineOptions {
-        backend,
-        context_length: config.model.context_length,
+        backend: c.model.backend.kind(),
+        context_length: c.model.context_length,
         weights: None,
     };
-    let catalog = config.model.catalog()?;
-    let store = config.model.store();
-    // What `status` and `describe` name: the path, or the catalogue name
-    // until a lazy model is installed.
-    let model_path = config
-        .model
-        .resolve()
-        .unwrap_or_else(|_| std::path::PathBuf::from(&config.model.name));
-    let engine = match config.model.load {
-        LoadWhen::Start => EngineSource::Loaded(Box::new(
-            Engine::load(&model_path, &opts)
-                .with_context(|| format!("loading model {}", model_path.display()))?,
-        )),
-        LoadWhen::Lazy => {
-            // Resolved on every attempt, so a model pulled after start-up
-            // (`models.pull`) is found by the next question.
-            let m = config.model.clone();
-            let opts = opts.clone();
-            EngineSource::Lazy(Box::new(move || Engine::load(&m.resolve()?, &opts)))
-        }
-    };
-    // The vision-language model loads like the language model: now, or on
-    // the first question with an image.
-    let vision_files = match config.vision.files(&config.model) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!("vision is off: {e}");
-            None
-        }
-    };
-    let vision_model = match &vision_files {
-        Some(f) => serde_json::json!({"files": format!("{f:?}"), "tiling": config.vision.tiling}),
-        None => serde_json::Value::Null,
-    };
-    let vision = match vision_files {
-        None => None,
-        Some(files) => {
-            let tiling = config.vision.tiling;
-            Some(match config.model.load {
-                LoadWhen::Start => EngineSource::Loaded(Box::new(
-                    Engine::load_vlm(&files, &opts, tiling)
-                        .with_context(|| format!("loading the vision model {files:?}"))?,
-                )),
-                LoadWhen::Lazy => {
-                    let opts = opts.clone();
-                    EngineSource::Lazy(Box::new(move || Engine::load_vlm(&files, &opts, tiling)))
-                }
-            })
-        }
-    };
-    let hub = seer_models::store::Hub::from_env();
-    tracing::info!(dir = %store.dir().display(), endpoint = hub.endpoint(), "models");
-    let models = Arc::new(seer_daemon::models::Models::new(catalog, store, hub));
+    let (engine, vision) = engines(&resolved, &opts)?;
     let state = StateBus::new();
     let answerer = Answerer::spawn_with_vision(
         engine,
         vision,
         AnswerConfig {
-            system_prompt: config.assistant.system_prompt.clone(),
-            max_tokens: config.assistant.max_tokens,
-            history_tokens: config.assistant.history_tokens,
-            queue: config.assistant.queue,
+            system_prompt: c.assistant.system_prompt.clone(),
+            max_tokens: c.assistant.max_tokens,
+            history_tokens: c.assistant.history_tokens,
+            queue: c.assistant.queue,
         },
         state.clone(),
-        Arc::new(Conversations::new(config.assistant.max_conversations)),
+        Arc::new(Conversations::new(c.assistant.max_conversations)),
     );
-    let socket = config.socket.resolved_path();
-    let group = if config.socket.group.is_empty() {
-        None
-    } else {
-        Some(seer_daemon::server::resolve_group(&config.socket.group).map_err(anyhow::Error::msg)?)
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let camera = seer_daemon::camera::Camera::new(
-        seer_daemon::camera::CameraOptions {
-            source: seer_daemon::camera::Source::parse(
-                &config.vision.camera,
-                config.vision.camera_width,
-                config.vision.camera_height,
-            ),
-            fps: config.vision.camera_fps,
-            keep_warm: std::time::Duration::from_secs_f64(config.vision.keep_warm_seconds),
-            max_pixels: config.vision.max_pixels,
+    runtime.block_on(serve(resolved, answerer, state))
+}
+
+/// The language and vision-language engines: loaded now, or on the first
+/// question that needs them (`model.load`).
+fn engines(
+    r: &Resolved,
+    opts: &EngineOptions,
+) -> Result<(EngineSource, Option<EngineSource>)> {
+    let load = r.config.model.load;
+    let engine = match load {
+        LoadWhen::Start => EngineSource::Loaded(Box::new(
+            Engine::load(&r.model, opts)
+                .with_context(|| format!("loading model {}", r.model.display()))?,
+        )),
+        LoadWhen::Lazy => {
+            // Resolved on every attempt (on the answer thread), so a model
+            // pulled after start-up (`models.pull`) is found by the next
+            // question.
+            let m = r.config.model.clone();
+            let opts = opts.clone();
+            EngineSource::Lazy(Box::new(move || {
+                let path = m.resolve().map_err(|e| e.to_string())?;
+                Engine::load(&path, &opts).map_err(|e| e.to_string())
+            }))
+        }
+    };
+    let tiling = r.config.vision.tiling;
+    let vision = match r.vision.clone() {
+        None => None,
+        Some(files) => Some(match load {
+            LoadWhen::Start => EngineSource::Loaded(Box::new(
+                Engine::load_vlm(&files, opts, tiling)
+                    .with_context(|| format!("loading the vision model {files:?}"))?,
+            )),
+            LoadWhen::Lazy => {
+                let opts = opts.clone();
+                EngineSource::Lazy(Box::new(move || {
+                    Engine::load_vlm(&files, &opts, tiling).map_err(|e| e.to_string())
+                }))
+            }
+        }),
+    };
+    Ok((engine, vision))
+}
+
+/// Builds the service and its front ends, serves until SIGINT/SIGTERM,
+/// then winds down.
+async fn serve(r: Resolved, answerer: Answerer, state: StateBus) -> Result<()> {
+    let c = r.config;
+    let listener = server::bind(&r.socket, r.group)?;
+    let hub = seer_store::Hub::from_env();
+    tracing::info!(dir = %r.store.dir().display(), endpoint = hub.endpoint(), "models");
+    let models = Arc::new(seer_daemon::models::Models::new(r.catalog, r.store, hub));
+    let camera = Camera::new(
+        CameraOptions {
+            source: r.camera,
+            fps: c.vision.camera_fps,
+            keep_warm: Duration::from_secs_f64(c.vision.keep_warm_seconds),
+            max_pixels: c.vision.max_pixels,
         },
         state.clone(),
     );
-    let eyes =
-        (!vision_model.is_null() && camera.configured()).then(|| seer_daemon::vision::VoiceEyes {
-            camera: camera.clone(),
-            rule: config.vision.voice_camera,
-        });
-    runtime.block_on(async move {
-        let listener = server::bind(&socket, group)?;
-        let ptt = seer_daemon::listen::Listener::start(
-            config.listen.clone(),
-            config.model.clone(),
-            state.clone(),
-            answerer.clone(),
-            eyes,
-        )
+    // Resolving the speech models reads the models directory.
+    let (listen, model) = (c.listen.clone(), c.model.clone());
+    let st = state.clone();
+    let (ears, heard) = tokio::task::spawn_blocking(move || Listener::start(listen, model, st))
+        .await?
         .map_err(anyhow::Error::msg)?;
-        let shared = Arc::new(Shared {
-            answerer: answerer.clone(),
-            state,
-            max_line_bytes: config.socket.max_line_bytes,
-            client_queue: config.socket.client_queue,
-            group,
-            model: serde_json::json!({"path": model_path, "backend": config.model.backend}),
-            started: std::time::Instant::now(),
-            models,
-            listener: ptt,
-            max_image_pixels: config.vision.max_pixels,
-            vision_model,
-            camera: camera.clone(),
-        });
-        let _dbus = match config.dbus.bus {
-            DbusBus::Off => None,
-            bus => {
-                let bus = if bus == DbusBus::System {
-                    dbus::Bus::System
-                } else {
-                    dbus::Bus::Session
-                };
-                let models = [("language".to_owned(), model_path.display().to_string())].into();
-                match dbus::start(
-                    bus,
-                    dbus::Assistant::new(answerer.clone(), shared.state.clone(), models)
-                        .with_listener(shared.listener.clone())
-                        .with_camera(
-                            shared.camera.clone(),
-                            shared.max_image_pixels,
-                            !shared.vision_model.is_null(),
-                        ),
-                )
-                .await
-                {
-                    Ok(conn) => {
-                        tracing::info!(name = dbus::NAME, ?bus, "D-Bus service ready");
-                        Some(conn)
-                    }
-                    Err(e @ dbus::StartError::NoBus { .. }) => {
-                        tracing::warn!("D-Bus is off: {e}");
-                        None
-                    }
-                    Err(e @ dbus::StartError::NameTaken { .. }) if !config.dbus.required => {
-                        tracing::warn!("D-Bus is off: {e}");
-                        None
-                    }
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&socket);
-                        return Err(e.into());
-                    }
-                }
-            }
-        };
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(server::serve(listener, shared, stop_rx));
-        tracing::info!(socket = %socket.display(), "seerd ready");
-        systemd::notify_ready();
+    let assistant = Assistant::start(Parts {
+        answerer,
+        state,
+        listener: ears,
+        heard,
+        camera,
+        models,
+        language: ModelInfo {
+            path: r.model.clone(),
+            backend: c.model.backend.as_str().to_owned(),
+        },
+        vision: r.vision.as_ref().map(|f| VisionInfo {
+            files: format!("{f:?}"),
+            tiling: c.vision.tiling,
+        }),
+        max_image_pixels: c.vision.max_pixels,
+        voice_camera: c.vision.voice_camera,
+    });
+    let _dbus = match start_dbus(c.dbus.bus, c.dbus.required, &assistant).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let _ = std::fs::remove_file(&r.socket);
+            return Err(e);
+        }
+    };
+    let shared = Arc::new(Shared {
+        assistant: assistant.clone(),
+        max_line_bytes: c.socket.max_line_bytes,
+        client_queue: c.socket.client_queue,
+        group: r.group,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, shared, stop_rx));
+    tracing::info!(socket = %r.socket.display(), "seerd ready");
+    systemd::notify_ready();
 
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    // In-flight answers end with `cancelled`; give them a moment to reach
+    // their clients before the connections close.
+    assistant.wind_down().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if let Err(e) = std::fs::remove_file(&r.socket) {
+        tracing::warn!("removing {}: {e}", r.socket.display());
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves D-Bus as `[dbus]` says: `None` when it is off or there is no bus
+/// (the socket still serves), an error when the name is taken and
+/// `required` is set.
+async fn start_dbus(
+    bus: DbusBus,
+    required: bool,
+    assistant: &Arc<Assistant>,
+) -> Result<Option<zbus::Connection>> {
+    let bus = match bus {
+        DbusBus::Off => return Ok(None),
+        DbusBus::System => dbus::Bus::System,
+        DbusBus::Session => dbus::Bus::Session,
+    };
+    match dbus::start(bus, dbus::Assistant::new(assistant.clone())).await {
+        Ok(conn) => {
+            tracing::info!(name = dbus::NAME, ?bus, "D-Bus service ready");
+            Ok(Some(conn))
         }
-        // In-flight answers end with `cancelled`; give them a moment to reach
-        // their clients before the connections close.
-        answerer.stop_all();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while answerer.pending() > 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        Err(e @ dbus::StartError::NoBus { .. }) => {
+            tracing::warn!("D-Bus is off: {e}");
+            Ok(None)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let _ = stop_tx.send(true);
-        let _ = server.await;
-        if let Err(e) = std::fs::remove_file(&socket) {
-            tracing::warn!("removing {}: {e}", socket.display());
+        Err(e @ dbus::StartError::NameTaken { .. }) if !required => {
+            tracing::warn!("D-Bus is off: {e}");
+            Ok(None)
         }
-        tracing::info!("stopped");
-        anyhow::Ok(())
-    })
+        Err(e) => Err(e.into()),
+    }
 }

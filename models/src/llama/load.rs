@@ -1,7 +1,8 @@
 //! Building a [`Llama`] from a GGUF file or an HF model directory.
 //!
 //! Both sources are read through one [`Source`] trait keyed by GGUF tensor
-//! names, so the decoder is assembled by one function whatever the file format.
+//! names (in [`crate::weights`]), so the decoder is assembled by one function
+//! whatever the file format.
 //! Quantised GGUF weights are dequantised to f32 on load (see the crate README
 //! for why: burn's own quantised matmul is slower than f32 on the CPU backend).
 
@@ -10,17 +11,10 @@ use super::model::{Layer, Linear, Llama, VocabMatrix};
 use super::qmatmul::QMatrix;
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgmlType, GgufFile};
+use crate::weights::{HfSource, Source, want_tensor};
 use burn::prelude::*;
-use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-
-/// A weight as read from a file: row-major values and shape.
-pub(crate) struct Raw {
-    pub(crate) data: Vec<f32>,
-    pub(crate) shape: Vec<usize>,
-}
 
 /// How weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,234 +30,6 @@ pub enum WeightFormat {
     Native,
 }
 
-/// A store of named weights, keyed by GGUF tensor names.
-pub(crate) trait Source {
-    fn path(&self) -> &Path;
-    fn get(&self, gguf_name: &str) -> Result<Option<Raw>>;
-    /// The tensor's ggml blocks, if it is stored in a type [`QMatrix`] can use.
-    fn blocks(&self, _gguf_name: &str) -> Option<(GgmlType, &[u8])> {
-        None
-    }
-    /// Whether q/k rows are in llama.cpp's interleaved-pair order.
-    fn qk_interleaved(&self, arch: Arch) -> bool;
-}
-
-impl Source for GgufFile {
-    fn path(&self) -> &Path {
-        GgufFile::path(self)
-    }
-
-    fn get(&self, name: &str) -> Result<Option<Raw>> {
-        let Some(info) = self.tensor(name) else {
-            return Ok(None);
-        };
-        let shape = info.shape();
-        Ok(Some(Raw {
-            data: self.dequantize(name)?,
-            shape,
-        }))
-    }
-
-    fn qk_interleaved(&self, arch: Arch) -> bool {
-        arch == Arch::Llama
-    }
-
-    fn blocks(&self, name: &str) -> Option<(GgmlType, &[u8])> {
-        let info = self.tensor(name)?;
-        if !QMatrix::supports(info.ty) || info.dims.len() != 2 {
-            return None;
-        }
-        self.tensor_bytes(name).ok().map(|b| (info.ty, b))
-    }
-}
-
-/// An HF checkpoint: one `model.safetensors` or shards listed in
-/// `model.safetensors.index.json`.
-pub(crate) struct HfSource {
-    dir: PathBuf,
-    /// Where the decoder's parameters live: `model.` for a text model,
-    /// `model.text_model.` inside an Idefics3 (SmolVLM) checkpoint.
-    text_prefix: &'static str,
-    files: Vec<(PathBuf, memmap2::Mmap)>,
-    /// tensor name → index into `files`.
-    index: HashMap<String, usize>,
-}
-
-impl HfSource {
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ModelError::Io { path, source }
-        };
-        let single = dir.join("model.safetensors");
-        let names: Vec<PathBuf> = if single.exists() {
-            vec![single]
-        } else {
-            let idx = dir.join("model.safetensors.index.json");
-            let text = std::fs::read_to_string(&idx).map_err(io(&idx))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| ModelError::Metadata {
-                    path: idx.clone(),
-                    key: "(file)".into(),
-                    reason: format!("not valid JSON: {e}"),
-                })?;
-            let map = v
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| ModelError::Metadata {
-                    path: idx.clone(),
-                    key: "weight_map".into(),
-                    reason: "missing or not an object".into(),
-                })?;
-            let mut files: Vec<PathBuf> = map
-                .values()
-                .filter_map(|f| f.as_str().map(|f| dir.join(f)))
-                .collect();
-            files.sort();
-            files.dedup();
-            files
-        };
-        let mut files = Vec::new();
-        let mut index = HashMap::new();
-        for path in names {
-            let f = std::fs::File::open(&path).map_err(io(&path))?;
-            // SAFETY: read-only map of a weights file nobody writes while we run.
-            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io(&path))?;
-            let st = SafeTensors::deserialize(&map).map_err(|e| ModelError::Tensor {
-                path: path.clone(),
-                name: "(header)".into(),
-                reason: format!("not a valid safetensors file: {e}"),
-            })?;
-            for name in st.names() {
-                index.insert(name.to_string(), files.len());
-            }
-            files.push((path, map));
-        }
-        Ok(Self {
-            dir: dir.to_owned(),
-            text_prefix: "model.",
-            files,
-            index,
-        })
-    }
-
-    /// The same files, with the decoder read from `model.text_model.`.
-    pub(crate) fn with_text_prefix(mut self, prefix: &'static str) -> Self {
-        self.text_prefix = prefix;
-        self
-    }
-}
-
-/// GGUF tensor name → transformers parameter name; decoder names get
-/// `text_prefix` (`model.` or `model.text_model.`).
-fn hf_name(gguf: &str, text_prefix: &str) -> Option<String> {
-    if let Some(v) = crate::vision::hf_vision_name(gguf) {
-        return Some(v);
-    }
-    let fixed = match gguf {
-        "token_embd.weight" => Some("embed_tokens.weight"),
-        "output_norm.weight" => Some("norm.weight"),
-        "output.weight" => return Some("lm_head.weight".to_owned()),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(format!("{text_prefix}{f}"));
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let (part, kind) = rest.rsplit_once('.')?;
-    let module = match part {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("{text_prefix}layers.{layer}.{module}.{kind}"))
-}
-
-impl Source for HfSource {
-    fn path(&self) -> &Path {
-        &self.dir
-    }
-
-    fn get(&self, gguf_name: &str) -> Result<Option<Raw>> {
-        let Some(name) = hf_name(gguf_name, self.text_prefix) else {
-            return Ok(None);
-        };
-        let Some(&fi) = self.index.get(&name) else {
-            return Ok(None);
-        };
-        let (path, map) = &self.files[fi];
-        let terr = |reason: String| ModelError::Tensor {
-            path: path.clone(),
-            name: name.clone(),
-            reason,
-        };
-        let st = SafeTensors::deserialize(map).map_err(|e| terr(e.to_string()))?;
-        let view = st.tensor(&name).map_err(|e| terr(e.to_string()))?;
-        let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(terr(format!(
-                    "dtype {other:?} is not supported (f32, f16, bf16)"
-                )));
-            }
-        };
-        Ok(Some(Raw {
-            data,
-            shape: view.shape().to_vec(),
-        }))
-    }
-
-    fn qk_interleaved(&self, _arch: Arch) -> bool {
-        false
-    }
-}
-
-/// Tensor `name` from `src` as f32, checked against the `shape` the
-/// `what` config ("model", "vision") implies; errors name file and tensor.
-pub(crate) fn want_tensor(
-    src: &dyn Source,
-    name: &str,
-    shape: &[usize],
-    what: &str,
-) -> Result<Vec<f32>> {
-    let raw = src.get(name)?.ok_or_else(|| ModelError::Tensor {
-        path: src.path().to_owned(),
-        name: name.to_owned(),
-        reason: format!("missing from the {what} file"),
-    })?;
-    if raw.shape != shape {
-        return Err(ModelError::Tensor {
-            path: src.path().to_owned(),
-            name: name.to_owned(),
-            reason: format!(
-                "shape {:?}, expected {:?} from the {what} config",
-                raw.shape, shape
-            ),
-        });
-    }
-    Ok(raw.data)
-}
-
 /// Loads a Llama-family model from a GGUF file onto `device`.
 pub fn load_gguf(gguf: &GgufFile, device: &Device, format: WeightFormat) -> Result<Llama> {
     let config = LlamaConfig::from_gguf(gguf)?;
@@ -276,10 +42,7 @@ pub fn load_gguf(gguf: &GgufFile, device: &Device, format: WeightFormat) -> Resu
 pub fn load_hf(dir: &Path, device: &Device) -> Result<Llama> {
     let config = LlamaConfig::from_hf_json(&dir.join("config.json"))?;
     let mut src = HfSource::open(dir)?;
-    if src
-        .index
-        .contains_key("model.text_model.embed_tokens.weight")
-    {
+    if src.contains("model.text_model.embed_tokens.weight") {
         src = src.with_text_prefix("model.text_model.");
     }
     build(&config, &src, device, WeightFormat::F32)
@@ -294,7 +57,8 @@ pub(crate) fn build(
     let want = |name: &str, shape: &[usize]| want_tensor(src, name, shape, "model");
     let (hid, hd) = (c.hidden_size, c.head_dim);
     let (qd, kvd) = (c.num_heads * hd, c.num_kv_heads * hd);
-    let interleaved = src.qk_interleaved(c.arch);
+    // llama.cpp's converter permutes q/k rows of `llama` models only.
+    let interleaved = c.arch == Arch::Llama && src.is_llama_cpp();
     let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [1, v.len()]), dev);
     // A projection's `[out, in]` rows: kept in ggml blocks when the format
     // asks for it and the type allows, else as floats. `heads` un-permutes
@@ -303,6 +67,7 @@ pub(crate) fn build(
     let rows = |name: &str, out: usize, inp: usize, heads: Option<usize>| -> Result<Rows> {
         if format == WeightFormat::Native
             && let Some((ty, bytes)) = src.blocks(name)
+            && QMatrix::supports(ty)
         {
             let (be, bb) = ty.block_layout();
             if inp.is_multiple_of(be) && out * inp / be * bb == bytes.len() {

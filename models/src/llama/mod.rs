@@ -7,6 +7,5 @@ mod model;
 mod qmatmul;
 
 pub use config::{Arch, Llama3RopeScaling, LlamaConfig};
-pub(crate) use load::{HfSource, Source, want_tensor};
 pub use load::{WeightFormat, load_gguf, load_hf};
 pub use model::{KvCache, Llama};

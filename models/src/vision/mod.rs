@@ -22,46 +22,13 @@ pub use siglip::VisionTower;
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::llama::{HfSource, Llama};
+use crate::llama::Llama;
+use crate::weights::HfSource;
 use burn::prelude::*;
 use std::path::Path;
 
 /// The placeholder the chat template writes for an image.
 pub const IMAGE_PLACEHOLDER: &str = "<image>";
-
-/// GGUF `mmproj` tensor name → transformers parameter name (Idefics3).
-pub(crate) fn hf_vision_name(gguf: &str) -> Option<String> {
-    const VM: &str = "model.vision_model.";
-    let fixed = match gguf {
-        "v.patch_embd.weight" => "embeddings.patch_embedding.weight",
-        "v.patch_embd.bias" => "embeddings.patch_embedding.bias",
-        "v.position_embd.weight" => "embeddings.position_embedding.weight",
-        "v.post_ln.weight" => "post_layernorm.weight",
-        "v.post_ln.bias" => "post_layernorm.bias",
-        "mm.model.fc.weight" => {
-            return Some("model.connector.modality_projection.proj.weight".into());
-        }
-        _ => "",
-    };
-    if !fixed.is_empty() {
-        return Some(format!("{VM}{fixed}"));
-    }
-    let rest = gguf.strip_prefix("v.blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let (part, kind) = rest.rsplit_once('.')?;
-    let module = match part {
-        "ln1" => "layer_norm1",
-        "ln2" => "layer_norm2",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_out" => "self_attn.out_proj",
-        "ffn_up" => "mlp.fc1",
-        "ffn_down" => "mlp.fc2",
-        _ => return None,
-    };
-    Some(format!("{VM}encoder.layers.{layer}.{module}.{kind}"))
-}
 
 /// One photo made ready for the model.
 #[derive(Debug, Clone)]

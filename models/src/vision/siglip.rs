@@ -8,7 +8,7 @@
 
 use super::config::VisionConfig;
 use crate::error::{ModelError, Result};
-use crate::llama::{Source, want_tensor};
+use crate::weights::{Source, want_tensor};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 

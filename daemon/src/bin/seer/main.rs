@@ -8,8 +8,8 @@ mod transcribe;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{CommandFactory, Parser, Subcommand};
-use seer_daemon::config::SocketConfig;
-use serde_json::{Value, json};
+use seer_daemon::config::Config;
+use seer_daemon::protocol::{self, AskRequest, Event, ImageRef, Received, Request};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -19,9 +19,14 @@ use std::sync::Mutex;
 #[derive(Parser)]
 #[command(version, about = "Talk to the Seer daemon")]
 struct Cli {
-    /// Socket path (default: $SEER_SOCKET, else $XDG_RUNTIME_DIR/seer/seer.sock).
+    /// Socket path (default: $SEER_SOCKET, else the config's `socket.path`,
+    /// else $XDG_RUNTIME_DIR/seer/seer.sock): the one seerd serves.
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// The config file seerd reads (default: $SEER_CONFIG, else
+    /// $XDG_CONFIG_HOME/seer/config.toml): where the socket and models are.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -63,10 +68,6 @@ enum Cmd {
     Chat,
     /// The model catalogue and the models directory (works without the daemon).
     Models {
-        /// Config file for `[model] models_dir` / `catalog` (default: $SEER_CONFIG,
-        /// else $XDG_CONFIG_HOME/seer/config.toml).
-        #[arg(long)]
-        config: Option<PathBuf>,
         /// The models directory (default: config, else $SEER_MODELS_DIR, else
         /// $XDG_CACHE_HOME/seer/models).
         #[arg(long, env = "SEER_MODELS_DIR")]
@@ -150,33 +151,46 @@ impl Conn {
         })
     }
 
-    fn send(&mut self, v: Value) -> Result<(), Failure> {
-        let mut line = v.to_string();
+    fn send(&mut self, req: &Request) -> Result<(), Failure> {
+        let mut line = protocol::encode_request(req);
         line.push('\n');
         if let Err(e) = self.writer.write_all(line.as_bytes()) {
             // The daemon may have said why it hung up (e.g. permission_denied).
-            if let Ok(ev) = self.recv() {
-                check_error(&ev)?;
+            if let Ok((_, ev)) = self.recv() {
+                check_error(&ev.event)?;
             }
             return Err(e.into());
         }
         Ok(())
     }
 
-    fn recv(&mut self) -> Result<Value, Failure> {
+    /// The next event, with its line as the daemon wrote it.
+    fn recv(&mut self) -> Result<(String, Received), Failure> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
             return Err(Failure::Daemon("the daemon closed the connection".into()));
         }
-        serde_json::from_str(&line)
-            .map_err(|e| Failure::Other(anyhow!("bad event from the daemon: {e}")))
+        let ev = protocol::decode(&line)
+            .map_err(|e| Failure::Other(anyhow!("bad event from the daemon: {e}: {line}")))?;
+        Ok((line.trim_end().to_owned(), ev))
     }
 }
 
+/// The socket `seerd` serves: `--socket`, else `SEER_SOCKET`, else the
+/// config file's `socket.path` (the same file seerd reads), else the default.
+fn socket_path(cli_socket: Option<PathBuf>, config: Option<&std::path::Path>) -> Result<PathBuf> {
+    if let Some(s) = cli_socket {
+        return Ok(s);
+    }
+    let explicit = config.is_some() || std::env::var_os("SEER_CONFIG").is_some();
+    let path = Config::locate(config);
+    let c = Config::load(path.as_deref(), explicit)?;
+    Ok(c.socket.resolved_path())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
-    let socket = cli
-        .socket
-        .unwrap_or_else(|| SocketConfig::default().resolved_path());
+    let config = cli.config;
+    let socket = || socket_path(cli.socket.clone(), config.as_deref()).map_err(Failure::Other);
     match cli.cmd {
         Cmd::Transcribe(args) => transcribe::run(args).map_err(Failure::Other),
         Cmd::Devices => {
@@ -199,25 +213,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Models {
-            config,
             models_dir,
             catalog,
             cmd,
         } => models::run(
             cmd,
             models::Place {
-                config,
+                config: config.clone(),
                 models_dir,
                 catalog,
             },
         )
         .map_err(Failure::Other),
         Cmd::Status => {
-            let mut c = Conn::open(&socket)?;
-            c.send(json!({"v": 1, "type": "status", "id": "status"}))?;
-            let ev = c.recv()?;
-            check_error(&ev)?;
-            println!("{}", serde_json::to_string_pretty(&ev).context("printing")?);
+            let mut c = Conn::open(&socket()?)?;
+            c.send(&Request::Status {
+                id: Some("status".into()),
+            })?;
+            let (line, ev) = c.recv()?;
+            check_error(&ev.event)?;
+            let v: serde_json::Value = serde_json::from_str(&line).context("printing")?;
+            println!("{}", serde_json::to_string_pretty(&v).context("printing")?);
             Ok(())
         }
         Cmd::Ask {
@@ -232,11 +248,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Some(p) => {
                     let abs = std::fs::canonicalize(&p)
                         .with_context(|| format!("--image {}", p.display()))?;
-                    Some(json!({"path": abs}))
+                    Some(ImageRef::Path(abs))
                 }
                 None => None,
             };
-            let mut c = Conn::open(&socket)?;
+            let mut c = Conn::open(&socket()?)?;
             install_ctrl_c(&c)?;
             ask(
                 &mut c,
@@ -252,13 +268,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
             max_tokens,
         } => {
-            let mut c = Conn::open(&socket)?;
+            let mut c = Conn::open(&socket()?)?;
             install_ctrl_c(&c)?;
-            let camera = Some(json!({"camera": true}));
-            ask(&mut c, &text, json, None, max_tokens, camera)
+            ask(&mut c, &text, json, None, max_tokens, Some(ImageRef::Camera))
         }
         Cmd::Chat => {
-            let mut c = Conn::open(&socket)?;
+            let mut c = Conn::open(&socket()?)?;
             install_ctrl_c(&c)?;
             let conversation = format!("chat-{}", std::process::id());
             let stdin = std::io::stdin();
@@ -286,9 +301,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// the V4L2 devices the kernel has.
 fn print_cameras() {
     println!("cameras:");
-    let path = seer_daemon::config::Config::locate(None);
-    let source = seer_daemon::config::Config::load(path.as_deref(), false)
-        .map(|c| c.vision.camera)
+    let path = Config::locate(None);
+    let source = Config::load(path.as_deref(), false)
+        .ok()
+        .and_then(|c| c.vision.camera)
         .unwrap_or_default();
     match seer_daemon::camera::Source::parse(&source, 0, 0) {
         None => println!("    [vision] camera: not configured"),
@@ -347,7 +363,10 @@ fn install_ctrl_c(c: &Conn) -> Result<(), Failure> {
                 match current {
                     Some(id) if cancelled.as_ref() != Some(&id) => {
                         cancelled = Some(id.clone());
-                        let line = format!("{}\n", json!({"v": 1, "type": "cancel", "id": id}));
+                        let line = format!(
+                            "{}\n",
+                            protocol::encode_request(&Request::Cancel { id })
+                        );
                         let _ = writer.write_all(line.as_bytes());
                     }
                     _ => std::process::exit(130),
@@ -358,13 +377,9 @@ fn install_ctrl_c(c: &Conn) -> Result<(), Failure> {
     Ok(())
 }
 
-fn check_error(ev: &Value) -> Result<(), Failure> {
-    if ev["type"] == "error" {
-        return Err(Failure::Daemon(format!(
-            "{}: {}",
-            ev["code"].as_str().unwrap_or("error"),
-            ev["message"].as_str().unwrap_or("")
-        )));
+fn check_error(ev: &Event) -> Result<(), Failure> {
+    if let Event::Error { code, message } = ev {
+        return Err(Failure::Daemon(format!("{}: {message}", code.as_str())));
     }
     Ok(())
 }
@@ -375,7 +390,7 @@ fn ask(
     raw: bool,
     conversation: Option<&str>,
     max_tokens: Option<usize>,
-    image: Option<Value>,
+    image: Option<ImageRef>,
 ) -> Result<(), Failure> {
     let id = format!(
         "ask-{}-{}",
@@ -385,18 +400,14 @@ fn ask(
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
-    let mut req = json!({"v": 1, "type": "ask", "id": id, "text": text});
-    if let Some(conv) = conversation {
-        req["conversation"] = json!(conv);
-    }
-    if let Some(n) = max_tokens {
-        req["max_tokens"] = json!(n);
-    }
-    if let Some(img) = image {
-        req["image"] = img;
-    }
-    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-    c.send(req)?;
+    let req = AskRequest {
+        conversation: conversation.map(str::to_owned),
+        max_tokens,
+        image,
+        ..AskRequest::new(id.clone(), text)
+    };
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+    c.send(&Request::Ask(req))?;
     let result = stream_answer(c, raw);
     *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
     result
@@ -405,28 +416,28 @@ fn ask(
 fn stream_answer(c: &mut Conn, raw: bool) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     loop {
-        let ev = c.recv()?;
+        let (line, ev) = c.recv()?;
         if raw {
-            writeln!(out, "{ev}")?;
+            writeln!(out, "{line}")?;
         }
-        match ev["type"].as_str().unwrap_or("") {
-            "answer.delta" if !raw => {
-                write!(out, "{}", ev["text"].as_str().unwrap_or(""))?;
+        match ev.event {
+            Event::AnswerDelta { text } if !raw => {
+                write!(out, "{text}")?;
                 out.flush()?;
             }
-            "answer.end" => {
+            Event::AnswerEnd { .. } => {
                 if !raw {
                     writeln!(out)?;
                 }
                 return Ok(());
             }
-            "cancelled" => {
+            Event::Cancelled {} => {
                 if !raw {
                     writeln!(out)?;
                 }
                 return Err(Failure::Daemon("cancelled".into()));
             }
-            "error" => return check_error(&ev),
+            ev @ Event::Error { .. } => return check_error(&ev),
             _ => {}
         }
     }

@@ -5,9 +5,9 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use seer_daemon::config::Config;
-use seer_models::generate::CancelToken;
-use seer_models::store::{
-    Catalog, Checked, Hub, ModelStore, PullEvent, PullOutcome, Role, StoreError, hub::install_from,
+use seer_cancel::CancelToken;
+use seer_store::{
+    Catalog, Checked, Hub, ModelStore, PullEvent, PullOutcome, Role, StoreError, install_from,
     human_bytes,
 };
 use std::io::IsTerminal;
@@ -96,10 +96,10 @@ pub(crate) fn run(cmd: ModelsCmd, place: Place) -> Result<()> {
     let path = Config::locate(place.config.as_deref());
     let mut config = Config::load(path.as_deref(), explicit)?;
     if let Some(d) = place.models_dir {
-        config.model.models_dir = d;
+        config.model.models_dir = Some(d);
     }
     if let Some(c) = place.catalog {
-        config.model.catalog = c;
+        config.model.catalog = Some(c);
     }
     let catalog = config.model.catalog()?;
     let store = config.model.store();
@@ -213,7 +213,7 @@ fn pull(
         for e in catalog.select(n)? {
             if !entries
                 .iter()
-                .any(|x: &&seer_models::store::Entry| x.name == e.name)
+                .any(|x: &&seer_store::Entry| x.name == e.name)
             {
                 entries.push(e);
             }

@@ -1,193 +1,21 @@
-//! Where models live on disk, and how they get there.
-//!
-//! - [`catalog`]: the list of known-good models (built in, plus a user file).
-//! - [`hub`]: downloads from the Hugging Face Hub (or anything that serves
-//!   its `resolve` URLs): `.partial` files resumed with HTTP Range, sha256
-//!   checked before an atomic rename, free space checked before and during.
-//! - [`ModelStore`]: one directory per installed model under
-//!   `$XDG_CACHE_HOME/seer/models`, each with a `seer-model.json` manifest
-//!   written last, so a model is either fully installed or not at all.
+//! The models directory: one directory per installed model under
+//! `$XDG_CACHE_HOME/seer/models` ([`ModelStore::default_dir`]), each with a
+//! `seer-model.json` [`Manifest`] written last, so a model is either fully
+//! installed or not at all, and a lock file that keeps two pulls (the CLI's
+//! and the daemon's, say) out of each other's way.
 
-pub mod catalog;
-pub mod hub;
-
-pub use catalog::{Catalog, Entry, FileSpec, Role};
-pub use hub::{Hub, PullEvent, PullOutcome};
-
+use crate::catalog::{Role, valid_name};
+use crate::error::StoreError;
+use crate::transfer::hash_file;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::io::Read;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 /// The manifest's file name inside a model directory.
 pub const MANIFEST: &str = "seer-model.json";
 
-/// What can go wrong with the catalogue, the store or a download. Every
-/// message names the model, file or URL involved and, where there is one,
-/// the command that fixes it.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A file or directory could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The catalogue file is malformed.
-    #[error("catalogue {path}: {reason}")]
-    Catalog {
-        /// The catalogue file.
-        path: PathBuf,
-        /// What is wrong, naming the model and key.
-        reason: String,
-    },
-    /// Neither a catalogue model nor a profile.
-    #[error("no model or profile called {name:?} in the catalogue (known: {known})")]
-    UnknownModel {
-        /// What was asked for.
-        name: String,
-        /// Every model and profile name.
-        known: String,
-    },
-    /// A catalogue model that is not installed.
-    #[error("model {name:?} is not installed in {dir}; run `seer models pull {name}`")]
-    NotInstalled {
-        /// The model.
-        name: String,
-        /// The models directory.
-        dir: PathBuf,
-    },
-    /// The server answered with an error status.
-    #[error("{url}: HTTP {status}{hint}")]
-    Http {
-        /// The URL.
-        url: String,
-        /// The status code.
-        status: u16,
-        /// What to do about it.
-        hint: String,
-    },
-    /// The connection failed or broke off; what arrived is kept in the
-    /// `.partial` file and the next pull resumes from there.
-    #[error("downloading {url}: {reason}{}", if *.kept > 0 { format!(" ({kept} bytes kept in {}; pull again to resume)", partial.display()) } else { String::new() })]
-    Transfer {
-        /// The URL.
-        url: String,
-        /// What happened.
-        reason: String,
-        /// The partial file.
-        partial: PathBuf,
-        /// Bytes in it.
-        kept: u64,
-    },
-    /// The downloaded bytes are not the published ones. The partial file has
-    /// been deleted.
-    #[error(
-        "{file}: checksum mismatch: expected sha256 {expected} ({source_of_truth}), got {actual}; the download was deleted"
-    )]
-    ChecksumMismatch {
-        /// The file (repo path).
-        file: String,
-        /// The sha256 it should have.
-        expected: String,
-        /// Where `expected` came from.
-        source_of_truth: String,
-        /// The sha256 it had.
-        actual: String,
-    },
-    /// The catalogue and the server disagree on a file's size.
-    #[error(
-        "{file}: the catalogue says {expected} bytes but {url} has {actual}; the catalogue entry is out of date"
-    )]
-    SizeMismatch {
-        /// The file.
-        file: String,
-        /// The URL.
-        url: String,
-        /// Catalogue size.
-        expected: u64,
-        /// Server size.
-        actual: u64,
-    },
-    /// Not enough free space. Nothing from this download is left behind.
-    #[error(
-        "not enough free space in {dir}: {what} needs {} more but {} is free; free some space or set a different models directory, then pull again",
-        human_bytes(*needed), human_bytes(*available)
-    )]
-    NoSpace {
-        /// The directory.
-        dir: PathBuf,
-        /// What was being written.
-        what: String,
-        /// Bytes still needed.
-        needed: u64,
-        /// Bytes free.
-        available: u64,
-    },
-    /// The disk filled up while writing. The partial file has been deleted.
-    #[error(
-        "disk full while writing {path} ({} written); the partial download was deleted; free some space, then pull again",
-        human_bytes(*written)
-    )]
-    DiskFull {
-        /// The file being written.
-        path: PathBuf,
-        /// Bytes in it when the write failed.
-        written: u64,
-    },
-    /// A file on disk is not what was installed.
-    #[error("{path}: {reason}; run `seer models pull {name}` to repair it")]
-    Corrupt {
-        /// The model.
-        name: String,
-        /// The file.
-        path: PathBuf,
-        /// Missing, wrong size, wrong sha256.
-        reason: String,
-    },
-    /// Another process is pulling the same model.
-    #[error("{name}: another pull of this model is running (lock {lock})")]
-    Locked {
-        /// The model.
-        name: String,
-        /// The lock file.
-        lock: PathBuf,
-    },
-    /// The pull was cancelled; the partial file is kept for a resume.
-    #[error("pull of {0} cancelled")]
-    Cancelled(String),
-    /// Something the caller asked for that cannot be done.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl StoreError {
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-        move |source| StoreError::Io {
-            path: path.to_owned(),
-            source,
-        }
-    }
-}
-
-/// `1.5 MB`-style sizes for messages and listings (decimal units, like the Hub).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: &[&str] = &["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < UNITS.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// The lock file's name inside a model directory.
+pub(crate) const LOCK: &str = ".seer-lock";
 
 /// Where an installed model came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -407,14 +235,14 @@ impl ModelStore {
 
     /// Deletes model `name` (for a local model, only its registration).
     pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
-        if !catalog::valid_name(name) {
+        if !valid_name(name) {
             return Err(StoreError::Invalid(format!("{name:?} is not a model name")));
         }
         let dir = self.model_dir(name);
         if !dir.exists() {
             return Ok(false);
         }
-        let lock = hub::lock_model(&dir, name)?;
+        let lock = lock_model(&dir, name)?;
         std::fs::remove_dir_all(&dir).map_err(StoreError::io(&dir))?;
         drop(lock);
         Ok(true)
@@ -464,7 +292,7 @@ impl ModelStore {
     /// Registers a local GGUF file or model directory under `name` without
     /// copying it; its files are hashed now so `verify` can check them later.
     pub fn add(&self, path: &Path, name: &str, role: Role) -> Result<Manifest, StoreError> {
-        if !catalog::valid_name(name) {
+        if !valid_name(name) {
             return Err(StoreError::Invalid(format!(
                 "{name:?} is not a valid model name (lower-case letters, digits, '.', '-', '_')"
             )));
@@ -518,7 +346,7 @@ impl ModelStore {
             files,
             installed_at: now(),
         };
-        std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        std::fs::create_dir_all(&dir).map_err(StoreError::writing(&dir, 0))?;
         write_manifest(&dir, &m)?;
         Ok(m)
     }
@@ -546,6 +374,7 @@ fn collect_files(root: &Path, prefix: &str, out: &mut Vec<String>) -> std::io::R
     Ok(())
 }
 
+/// Seconds since the Unix epoch, for [`Manifest::installed_at`].
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -558,32 +387,27 @@ pub(crate) fn now() -> u64 {
 pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
     let tmp = dir.join(format!("{MANIFEST}.tmp"));
     let text = serde_json::to_string_pretty(m).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    std::fs::write(&tmp, text + "\n").map_err(StoreError::io(&tmp))?;
+    std::fs::write(&tmp, text + "\n").map_err(StoreError::writing(&tmp, 0))?;
     let dst = dir.join(MANIFEST);
     std::fs::rename(&tmp, &dst).map_err(StoreError::io(&dst))
 }
 
-/// (size, sha256) of a file, reporting bytes hashed so far.
-pub(crate) fn hash_file(
-    path: &Path,
-    progress: &mut dyn FnMut(u64),
-) -> std::io::Result<(u64, String)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-        progress(n);
+/// Takes the model directory's lock, so two pulls (CLI and daemon, say)
+/// never write the same `.partial` file.
+pub(crate) fn lock_model(dir: &Path, name: &str) -> Result<File, StoreError> {
+    let path = dir.join(LOCK);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::writing(&path, 0))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            name: name.to_owned(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&path)(e)),
     }
-    Ok((n, hex(&h.finalize())))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

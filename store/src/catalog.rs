@@ -1,15 +1,15 @@
 //! The model catalogue: known-good models with where to fetch them and how to
-//! check them. The built-in list is `models/catalog.toml`, compiled in; a user
+//! check them. The built-in list is `store/catalog.toml`, compiled in; a user
 //! file (`--catalog`, `SEER_CATALOG` or `$XDG_CONFIG_HOME/seer/catalog.toml`)
 //! adds entries or replaces built-in ones of the same name.
 
-use super::StoreError;
+use crate::error::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The built-in catalogue's text.
-pub const BUILTIN: &str = include_str!("../../catalog.toml");
+pub const BUILTIN: &str = include_str!("../catalog.toml");
 
 /// The catalogue format this build understands.
 pub const FORMAT_VERSION: u32 = 1;

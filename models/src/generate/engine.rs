@@ -1,242 +1,31 @@
-//! Streaming, cancellable text generation.
+//! [`Engine`]: a loaded language model (and, for a vision-language model,
+//! its vision tower) with its tokenizer, and [`Generation`], the token loop
+//! that runs on the caller's thread.
 //!
-//! [`Engine`] owns a [`Llama`] and its [`TextTokenizer`]. [`Engine::generate`]
-//! returns a [`Generation`]: an iterator of text pieces that are always whole
-//! UTF-8 (a character split across tokens is held back until complete) and
-//! never contain a stop string or the start of one. Prefill happens on the
-//! first `next()`, so the caller's thread does the compute; run it on a
-//! dedicated thread, never on an async executor. [`Generation::finish`] gives
-//! the full text, why it stopped, and [`Timings`].
-//!
-//! Cancellation: a [`CancelToken`] is checked before every forward pass, so a
-//! cancel from another thread stops generation within one token.
+//! Prefill happens on the first `next()`, so the caller's thread does the
+//! compute; run it on a dedicated thread, never on an async executor. A
+//! [`CancelToken`] is checked before every forward pass, so a cancel from
+//! another thread stops generation within one token. Decoded text goes
+//! through [`StreamDecoder`] (whole characters) and [`StopFilter`] (no stop
+//! string, nor the start of one) before it is handed out.
 
+use super::request::{ImagePrompt, Output, Request, StopReason, Timings, VlmFiles};
+use super::sampling::sample;
+use super::stream::{StopFilter, StreamDecoder};
 use crate::device::{self, BackendKind, OpenedDevice};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::llama::{KvCache, Llama, WeightFormat, load_gguf, load_hf};
 use crate::tokenizer::{ChatTemplate, Message, TextTokenizer};
 use crate::vision::{PreparedImage, Vision};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use seer_cancel::CancelToken;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Seer's default system prompt. Small models are fragile: with SmolLM2-135M
-/// Q4_1 the template's own default prompt and several plain ones ("You are a
-/// helpful assistant.") turn "What is the capital of France?" into nonsense,
-/// and one wording that works under llama.cpp's numerics fails under exact f32
-/// ones. This one answers France/Japan/Italy/spider-legs correctly under both
-/// (measured with `scripts/run.sh`, `--weights native|f32`).
-pub const DEFAULT_SYSTEM_PROMPT: &str =
-    "You are Seer, a helpful voice assistant on smart glasses. Answer in one short sentence.";
 
 /// The template used for models without one.
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-
-/// How the next token is chosen. The default is greedy.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Sampling {
-    /// 0 means greedy (argmax); otherwise logits are divided by this.
-    pub temperature: f32,
-    /// Keep only the `top_k` most likely tokens (0 = off).
-    pub top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches `top_p` (1 = off).
-    pub top_p: f32,
-    /// Divide positive / multiply negative logits of already-seen tokens (1 = off),
-    /// as transformers' `RepetitionPenaltyLogitsProcessor` does.
-    pub repetition_penalty: f32,
-    /// Seed for the sampler: the same seed and inputs give the same text.
-    pub seed: u64,
-}
-
-impl Default for Sampling {
-    fn default() -> Self {
-        Self {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
-    }
-}
-
-impl Sampling {
-    fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(ModelError::InvalidRequest(m));
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!(
-                "temperature {} must be a finite number ≥ 0",
-                self.temperature
-            ));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("top_p {} must be in (0, 1]", self.top_p));
-        }
-        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad(format!(
-                "repetition_penalty {} must be > 0",
-                self.repetition_penalty
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// What to generate.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// The prompt, already tokenized (see [`Engine::chat_prompt`]).
-    pub prompt: Vec<u32>,
-    /// Stop after this many generated tokens.
-    pub max_tokens: usize,
-    /// Stop when the text contains any of these (the stop string is not returned).
-    pub stop: Vec<String>,
-    /// Token selection.
-    pub sampling: Sampling,
-    /// Keep generating past end-of-sequence tokens (benchmarks only).
-    pub ignore_eos: bool,
-    /// The prompt's input embeddings `[prompt, hidden]` when they are not
-    /// just the token embeddings (image features merged in); see
-    /// [`Engine::image_prompt`].
-    pub embeds: Option<burn::tensor::Tensor<2>>,
-    /// Time already spent encoding the prompt's images, reported in
-    /// [`Timings::image_encode_ms`].
-    pub image_encode_ms: f64,
-}
-
-impl Request {
-    /// A greedy request for `max_tokens` tokens.
-    pub fn new(prompt: Vec<u32>, max_tokens: usize) -> Self {
-        Self {
-            prompt,
-            max_tokens,
-            stop: Vec::new(),
-            sampling: Sampling::default(),
-            ignore_eos: false,
-            embeds: None,
-            image_encode_ms: 0.0,
-        }
-    }
-
-    /// A greedy request that answers an [`ImagePrompt`].
-    pub fn with_image(prompt: ImagePrompt, max_tokens: usize) -> Self {
-        let mut r = Self::new(prompt.ids, max_tokens);
-        r.embeds = Some(prompt.embeds);
-        r.image_encode_ms = prompt.encode_ms;
-        r
-    }
-}
-
-/// A prompt with an image in it, ready for [`Request::with_image`].
-#[derive(Debug, Clone)]
-pub struct ImagePrompt {
-    /// Token ids, `<image>` placeholders expanded.
-    pub ids: Vec<u32>,
-    /// Their input embeddings with the image features merged in.
-    pub embeds: burn::tensor::Tensor<2>,
-    /// Tiles the image was cut into (1 when untiled).
-    pub tiles: usize,
-    /// Image tokens in `ids`.
-    pub image_tokens: usize,
-    /// Preprocessing and vision-tower time.
-    pub encode_ms: f64,
-}
-
-/// Where a vision-language model's files are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VlmFiles {
-    /// An HF SmolVLM directory (`config.json`, `model.safetensors`,
-    /// `tokenizer.json`, processor configs), as published on the Hub.
-    HfDir(std::path::PathBuf),
-    /// llama.cpp's pair: the decoder GGUF and the `mmproj` GGUF.
-    GgufPair {
-        /// The language model.
-        model: std::path::PathBuf,
-        /// The vision tower and projector.
-        mmproj: std::path::PathBuf,
-    },
-}
-
-/// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The model produced an end-of-sequence / end-of-turn token.
-    Eos,
-    /// A stop string appeared.
-    StopString,
-    /// `max_tokens` were generated.
-    MaxTokens,
-    /// The context window is full.
-    ContextFull,
-    /// The [`CancelToken`] was triggered.
-    Cancelled,
-}
-
-/// Where the time went.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Timings {
-    /// Tokens in the prompt.
-    pub prompt_tokens: usize,
-    /// Tokens generated (including a final end-of-sequence token).
-    pub generated_tokens: usize,
-    /// From the start of prefill to the first sampled token.
-    pub time_to_first_token_ms: f64,
-    /// Prefill wall time.
-    pub prefill_ms: f64,
-    /// Decode wall time (all tokens after the first).
-    pub decode_ms: f64,
-    /// Prompt tokens per second.
-    pub prefill_tokens_per_s: f64,
-    /// Resizing, tiling and the vision tower, before prefill (0 without an image).
-    pub image_encode_ms: f64,
-    /// Generated tokens per second after the first.
-    pub decode_tokens_per_s: f64,
-}
-
-/// The result of a finished generation.
-#[derive(Debug, Clone)]
-pub struct Output {
-    /// All text generated (stop string excluded).
-    pub text: String,
-    /// Generated token ids.
-    pub tokens: Vec<u32>,
-    /// Why it ended.
-    pub stop_reason: StopReason,
-    /// Timings.
-    pub timings: Timings,
-}
-
-/// Shared flag that stops a generation from another thread.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    /// A fresh, untriggered token.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Ask the generation to stop; it does before its next token.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether two handles control the same generation.
-    pub fn same_as(&self, other: &CancelToken) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-
-    /// Whether [`cancel`](Self::cancel) was called.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Options for [`Engine::load`].
 #[derive(Debug, Clone)]
@@ -520,6 +309,7 @@ impl Engine {
             )));
         }
         let rng = StdRng::seed_from_u64(req.sampling.seed);
+        let filter = StopFilter::new(&req.stop);
         Ok(Generation {
             engine: self,
             cache,
@@ -528,8 +318,7 @@ impl Engine {
             req,
             tokens: Vec::new(),
             decoder: StreamDecoder::default(),
-            text: String::new(),
-            emitted: 0,
+            filter,
             stop_reason: None,
             next_input: None,
             timings: Timings::default(),
@@ -548,10 +337,8 @@ pub struct Generation<'a> {
     req: Request,
     tokens: Vec<u32>,
     decoder: StreamDecoder,
-    /// Decoded text so far (may run ahead of what was emitted).
-    text: String,
-    /// Bytes of `text` already handed out.
-    emitted: usize,
+    /// Decoded text so far (may run ahead of what was handed out).
+    filter: StopFilter,
     stop_reason: Option<StopReason>,
     next_input: Option<u32>,
     timings: Timings,
@@ -568,7 +355,7 @@ impl Generation<'_> {
             }
         }
         Ok(Output {
-            text: std::mem::take(&mut self.text),
+            text: std::mem::take(&mut self.filter).into_text(),
             tokens: std::mem::take(&mut self.tokens),
             stop_reason: self.stop_reason.unwrap_or(StopReason::MaxTokens),
             timings: self.timings.clone(),
@@ -643,55 +430,6 @@ impl Generation<'_> {
         t.decode_tokens_per_s = per_s(t.generated_tokens.saturating_sub(1), t.decode_ms);
         Ok(Some(next))
     }
-
-    /// The next piece of text that is safe to show, if any; sets `stop_reason`
-    /// when a stop string appears.
-    fn take_piece(&mut self) -> Option<String> {
-        let mut end = self.text.len();
-        if !self.req.stop.is_empty() {
-            // A stop string may start up to (longest stop − 1) bytes before
-            // what was already emitted.
-            let longest = self.req.stop.iter().map(|s| s.len()).max().unwrap_or(0);
-            let mut from = self.emitted.saturating_sub(longest);
-            while !self.text.is_char_boundary(from) {
-                from -= 1;
-            }
-            let hit = self
-                .req
-                .stop
-                .iter()
-                .filter(|s| !s.is_empty())
-                .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i))
-                .min();
-            if let Some(at) = hit {
-                self.text.truncate(at);
-                self.stop_reason = Some(StopReason::StopString);
-                end = at;
-            } else if self.stop_reason.is_none() {
-                // Hold back a suffix that could grow into a stop string.
-                let hold = self
-                    .req
-                    .stop
-                    .iter()
-                    .map(|s| {
-                        (1..s.len())
-                            .rev()
-                            .find(|&n| s.is_char_boundary(n) && self.text.ends_with(&s[..n]))
-                            .unwrap_or(0)
-                    })
-                    .max()
-                    .unwrap_or(0);
-                end = self.text.len() - hold;
-            }
-        }
-        if end > self.emitted {
-            let piece = self.text[self.emitted..end].to_owned();
-            self.emitted = end;
-            Some(piece)
-        } else {
-            None
-        }
-    }
 }
 
 impl Iterator for Generation<'_> {
@@ -701,7 +439,7 @@ impl Iterator for Generation<'_> {
         loop {
             if self.stop_reason.is_some() {
                 // Flush anything held back for a stop string that never came.
-                return self.take_piece_final();
+                return self.filter.finish().map(Ok);
             }
             let tok = match self.step() {
                 Ok(Some(t)) => t,
@@ -715,57 +453,20 @@ impl Iterator for Generation<'_> {
                 self.stop_reason = Some(StopReason::Eos);
                 continue;
             }
-            match self.decoder.push(&self.engine.tokenizer, tok) {
-                Ok(delta) => self.text.push_str(&delta),
+            let delta = match self.decoder.push(&self.engine.tokenizer, tok) {
+                Ok(delta) => delta,
                 Err(e) => {
                     self.stop_reason = Some(StopReason::Cancelled);
                     return Some(Err(e));
                 }
+            };
+            let piece = self.filter.push(&delta);
+            if self.filter.stopped() {
+                self.stop_reason = Some(StopReason::StopString);
             }
-            if let Some(p) = self.take_piece() {
-                return Some(Ok(p));
+            if piece.is_some() {
+                return piece.map(Ok);
             }
-        }
-    }
-}
-
-impl Generation<'_> {
-    fn take_piece_final(&mut self) -> Option<Result<String>> {
-        if self.stop_reason == Some(StopReason::StopString) || self.emitted >= self.text.len() {
-            return None;
-        }
-        let piece = self.text[self.emitted..].to_owned();
-        self.emitted = self.text.len();
-        Some(Ok(piece))
-    }
-}
-
-/// Turns token ids into text incrementally without splitting characters.
-///
-/// Byte-level tokens can end in the middle of a UTF-8 sequence; decoding such
-/// a prefix yields U+FFFD. The decoder re-decodes a short window of recent
-/// tokens and only releases text once it no longer ends in U+FFFD, the method
-/// text-generation-inference uses.
-#[derive(Debug, Default, Clone)]
-pub struct StreamDecoder {
-    ids: Vec<u32>,
-    prefix_offset: usize,
-    read_offset: usize,
-}
-
-impl StreamDecoder {
-    /// Adds one token; returns the text it completes (possibly empty).
-    pub fn push(&mut self, tk: &TextTokenizer, id: u32) -> Result<String> {
-        self.ids.push(id);
-        let prefix = tk.decode(&self.ids[self.prefix_offset..self.read_offset])?;
-        let full = tk.decode(&self.ids[self.prefix_offset..])?;
-        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
-            let delta = full.get(prefix.len()..).unwrap_or_default().to_owned();
-            self.prefix_offset = self.read_offset;
-            self.read_offset = self.ids.len();
-            Ok(delta)
-        } else {
-            Ok(String::new())
         }
     }
 }
@@ -784,83 +485,4 @@ fn logits_vec(l: burn::tensor::Tensor<2>) -> Result<Vec<f32>> {
     last.into_data()
         .try_into_vec::<f32>()
         .map_err(|e| ModelError::Backend(format!("reading logits: {e:?}")))
-}
-
-/// Chooses the next token from `logits`.
-pub(crate) fn sample(
-    mut logits: Vec<f32>,
-    s: &Sampling,
-    generated: &[u32],
-    prompt: &[u32],
-    rng: &mut StdRng,
-) -> u32 {
-    if s.repetition_penalty != 1.0 {
-        let mut seen: Vec<u32> = prompt.iter().chain(generated).copied().collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for t in seen {
-            if let Some(l) = logits.get_mut(t as usize) {
-                *l = if *l > 0.0 {
-                    *l / s.repetition_penalty
-                } else {
-                    *l * s.repetition_penalty
-                };
-            }
-        }
-    }
-    if s.temperature == 0.0 {
-        return argmax(&logits);
-    }
-    // Candidates sorted by logit, descending.
-    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    idx.sort_unstable_by(|&a, &b| {
-        logits[b as usize]
-            .total_cmp(&logits[a as usize])
-            .then(a.cmp(&b))
-    });
-    if s.top_k > 0 && s.top_k < idx.len() {
-        idx.truncate(s.top_k);
-    }
-    let max = logits[idx[0] as usize];
-    let mut probs: Vec<f64> = idx
-        .iter()
-        .map(|&i| (((logits[i as usize] - max) / s.temperature) as f64).exp())
-        .collect();
-    let sum: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= sum);
-    if s.top_p < 1.0 {
-        let mut acc = 0.0;
-        let mut keep = probs.len();
-        for (i, p) in probs.iter().enumerate() {
-            acc += p;
-            if acc >= s.top_p as f64 {
-                keep = i + 1;
-                break;
-            }
-        }
-        probs.truncate(keep);
-        idx.truncate(keep);
-        let sum: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= sum);
-    }
-    let r: f64 = rng.random();
-    let mut acc = 0.0;
-    for (i, p) in probs.iter().enumerate() {
-        acc += p;
-        if r < acc {
-            return idx[i];
-        }
-    }
-    idx[probs.len() - 1]
-}
-
-/// Index of the largest logit (the first one on ties, as torch.argmax).
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
