@@ -172,12 +172,14 @@ impl Camera {
     /// async executor.
     pub fn look(self: &Arc<Self>) -> Result<Frame, ServiceError> {
         let Some(source) = &self.opts.source else {
-            return Err(ServiceError::new(Code::Unsupported,
+            return Err(ServiceError::new(
+                Code::Unsupported,
                 "ask.image.camera: no camera is configured ([vision] camera)",
             ));
         };
         if self.state.muted() {
-            return Err(ServiceError::new(Code::DeviceUnavailable,
+            return Err(ServiceError::new(
+                Code::DeviceUnavailable,
                 "ask.image.camera: muted; the camera stays off until unmuted",
             ));
         }
@@ -211,7 +213,10 @@ impl Camera {
                 Ok(src) => src,
                 Err(e) => {
                     self.active.send_replace(false);
-                    return Err(ServiceError::new(Code::DeviceUnavailable, format!("{}: {e}", source.name())));
+                    return Err(ServiceError::new(
+                        Code::DeviceUnavailable,
+                        format!("{}: {e}", source.name()),
+                    ));
                 }
             };
             inner.running = true;
@@ -228,13 +233,17 @@ impl Camera {
                 // The closure (and with it the source) was dropped: nothing captures.
                 inner.running = false;
                 self.active.send_replace(false);
-                return Err(ServiceError::new(Code::Internal, format!("starting the camera thread: {e}")));
+                return Err(ServiceError::new(
+                    Code::Internal,
+                    format!("starting the camera thread: {e}"),
+                ));
             }
         }
         inner.waiting += 1;
         let result = loop {
             if self.state.muted() {
-                break Err(ServiceError::new(Code::DeviceUnavailable,
+                break Err(ServiceError::new(
+                    Code::DeviceUnavailable,
                     "ask.image.camera: muted; the camera stays off until unmuted",
                 ));
             }
@@ -242,7 +251,10 @@ impl Camera {
                 break Ok(f.clone());
             }
             if !inner.running {
-                break Err(ServiceError::new(Code::DeviceUnavailable, "the camera closed".into()));
+                break Err(ServiceError::new(
+                    Code::DeviceUnavailable,
+                    "the camera closed",
+                ));
             }
             let left = FIRST_FRAME.saturating_sub(asked.elapsed());
             if left.is_zero() {
@@ -250,7 +262,8 @@ impl Camera {
                     .error
                     .clone()
                     .unwrap_or_else(|| "no frame arrived".into());
-                break Err(ServiceError::new(Code::DeviceUnavailable,
+                break Err(ServiceError::new(
+                    Code::DeviceUnavailable,
                     format!(
                         "{}: no frame in {} s ({why})",
                         source.name(),

@@ -63,7 +63,10 @@ pub struct VisionConfig {
     /// `mmproj*.gguf` beside it).
     pub model: String,
     /// llama.cpp's vision projector GGUF, when `model` is a GGUF file.
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mmproj: Option<PathBuf>,
     /// Cut photos into full-resolution tiles plus a global view: more
     /// detail, but up to 17× the image tokens (slow on a small board).
@@ -73,7 +76,10 @@ pub struct VisionConfig {
     /// The camera: `v4l2:` (the first), `v4l2:N` or `/dev/videoN`,
     /// `v4l2:NAME` (part of its name), or an image file or folder played as
     /// a camera. Not set: no camera.
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub camera: Option<String>,
     /// Wanted camera resolution; the closest the camera offers is used.
     pub camera_width: u32,
@@ -190,7 +196,10 @@ pub struct ListenConfig {
     /// Silero VAD model: a catalogue name or a file.
     pub vad: String,
     /// Input device whose name contains this; not set: the default one.
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device: Option<String>,
     /// Spoken language (`en`, `de`, …) or `auto`.
     pub language: String,
@@ -204,7 +213,10 @@ pub struct ListenConfig {
     pub follow_up_seconds: f64,
     /// Whisper's prompt for hands-free speech; not set: one that spells the
     /// wake phrase and the commands.
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prompt: Option<String>,
     /// Speech probability that starts an utterance.
     pub start_threshold: f32,
@@ -215,7 +227,10 @@ pub struct ListenConfig {
     /// Silence that ends an utterance, ms.
     pub hangover_ms: u32,
     /// Writes every utterance here as WAV (debugging; not set: never).
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub debug_audio_dir: Option<PathBuf>,
 }
 
@@ -282,7 +297,10 @@ pub struct ModelConfig {
     /// the models directory.
     pub name: String,
     /// A GGUF file or model directory to use instead of `name`.
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub path: Option<PathBuf>,
     /// Where the model runs.
     pub backend: Backend,
@@ -294,11 +312,17 @@ pub struct ModelConfig {
     pub load: LoadWhen,
     /// Where models are stored; not set: `$SEER_MODELS_DIR`, else
     /// `$XDG_CACHE_HOME/seer/models` (`~/.cache/seer/models`).
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub models_dir: Option<PathBuf>,
     /// An extra catalogue file; not set: `$SEER_CATALOG`, else
     /// `$XDG_CONFIG_HOME/seer/catalog.toml` if it exists.
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub catalog: Option<PathBuf>,
 }
 
@@ -445,7 +469,10 @@ impl Default for AssistantConfig {
 pub struct SocketConfig {
     /// Socket path; not set: `$XDG_RUNTIME_DIR/seer/seer.sock`, or
     /// `/run/seer/seer.sock` without `XDG_RUNTIME_DIR`.
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub path: Option<PathBuf>,
     /// Longest accepted request line in bytes.
     pub max_line_bytes: usize,
@@ -454,7 +481,10 @@ pub struct SocketConfig {
     /// A group (name or numeric id) whose members may also connect; not
     /// set: only the user running seerd. The socket becomes 0660 and its
     /// directory 0750, both owned by that group.
-    #[serde(deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub group: Option<String>,
 }
 
@@ -673,18 +703,20 @@ impl Config {
             Ok(f) => (f, None),
             Err(e) => (None, Some(e)),
         };
-        let group = match &self.socket.group {
-            None => None,
-            Some(g) => Some(
-                crate::server::resolve_group(g).map_err(|message| ConfigError::Invalid {
-                    path: shown(path),
-                    message,
-                })?,
-            ),
-        };
-        let camera = v.camera.as_deref().and_then(|c| {
-            crate::camera::Source::parse(c, v.camera_width, v.camera_height)
-        });
+        let group =
+            match &self.socket.group {
+                None => None,
+                Some(g) => Some(crate::server::resolve_group(g).map_err(|message| {
+                    ConfigError::Invalid {
+                        path: shown(path),
+                        message,
+                    }
+                })?),
+            };
+        let camera = v
+            .camera
+            .as_deref()
+            .and_then(|c| crate::camera::Source::parse(c, v.camera_width, v.camera_height));
         Ok(Resolved {
             socket: self.socket.resolved_path(),
             group,

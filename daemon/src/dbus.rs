@@ -116,7 +116,7 @@ fn question(text: String, options: &HashMap<String, OwnedValue>) -> Result<Quest
         return Err(bad("the question text is empty"));
     }
     let mut q = Question::text(text);
-    let mut set_image = |q: &mut Question, image: ImageRef| {
+    let set_image = |q: &mut Question, image: ImageRef| {
         if q.image.replace(image).is_some() {
             return Err(bad("give image_path or use_camera, not both"));
         }
@@ -438,7 +438,12 @@ fn announce(iface: InterfaceRef<Assistant>, service: &ServiceAssistant) {
     on_each(service.subscribe_camera(), move |_| {
         let i = i.clone();
         Some(Box::pin(async move {
-            if let Err(e) = i.get().await.camera_active_changed(i.signal_emitter()).await {
+            if let Err(e) = i
+                .get()
+                .await
+                .camera_active_changed(i.signal_emitter())
+                .await
+            {
                 tracing::warn!("D-Bus CameraActive change not announced: {e}");
             }
         }))
@@ -448,7 +453,11 @@ fn announce(iface: InterfaceRef<Assistant>, service: &ServiceAssistant) {
         let i = i.clone();
         match b.event {
             Event::Microphone { .. } => Some(Box::pin(async move {
-                let _ = i.get().await.microphone_active_changed(i.signal_emitter()).await;
+                let _ = i
+                    .get()
+                    .await
+                    .microphone_active_changed(i.signal_emitter())
+                    .await;
             })),
             Event::TranscriptFinal(t) => Some(Box::pin(async move {
                 let _ = Assistant::transcript(i.signal_emitter(), &t.text, true).await;

@@ -356,9 +356,7 @@ impl Conn {
                 let ev = Event::Set { muted: a.muted() };
                 self.client.send(id.as_deref(), &ev);
             }
-            Request::Status { id } => self
-                .client
-                .send(id.as_deref(), &Event::Status(a.status())),
+            Request::Status { id } => self.client.send(id.as_deref(), &Event::Status(a.status())),
             Request::Describe { id } => self
                 .client
                 .send(id.as_deref(), &Event::Describe(a.describe())),
@@ -421,14 +419,20 @@ impl Conn {
                 if last {
                     // Free before the client hears the end, so it may
                     // reuse the id at once.
-                    requests.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                    requests
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
                 }
                 client.send(Some(&id), &ev);
                 if last {
                     return;
                 }
             }
-            requests.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         });
     }
 

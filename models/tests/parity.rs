@@ -4,8 +4,8 @@
 //! token-at-a-time decoding, and the same greedy continuation.
 
 use burn::tensor::Device;
-use seer_models::device::{BackendKind, OpenedDevice};
 use seer_cancel::CancelToken;
+use seer_models::device::{BackendKind, OpenedDevice};
 use seer_models::generate::{Engine, Request};
 use seer_models::gguf::GgufFile;
 use seer_models::llama::{Llama, WeightFormat, load_gguf, load_hf};

@@ -8,8 +8,8 @@
 
 use burn::prelude::*;
 use safetensors::SafeTensors;
-use seer_models::device::BackendKind;
 use seer_cancel::CancelToken;
+use seer_models::device::BackendKind;
 use seer_models::generate::{Engine, EngineOptions, Request, VlmFiles};
 use seer_models::llama::WeightFormat;
 use seer_models::vision::preprocess;

@@ -8,8 +8,8 @@
 
 use crate::conversation::Conversations;
 use crate::state::{State, StateBus};
-use seer_models::ModelError;
 use seer_cancel::CancelToken;
+use seer_models::ModelError;
 use seer_models::generate::{Engine, ImagePrompt, Request, StopReason, Timings};
 use seer_models::tokenizer::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};

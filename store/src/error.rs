@@ -160,7 +160,10 @@ impl StoreError {
     /// quota, else to [`StoreError::Io`]. Every write in this crate (partial
     /// files, copies, directories, manifests) goes through here, so a full
     /// disk reads the same whichever write hit it.
-    pub(crate) fn writing(path: &Path, written: u64) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    pub(crate) fn writing(
+        path: &Path,
+        written: u64,
+    ) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         move |source| {
             if is_disk_full(&source) {
                 StoreError::DiskFull {
@@ -221,7 +224,10 @@ mod tests {
             assert!(e.to_string().contains("/m/x.partial"), "{e}");
         }
         let e = StoreError::writing(Path::new("/m/x"), 0)(std::io::Error::from_raw_os_error(13));
-        assert!(matches!(e, StoreError::Io { .. }), "EACCES is not a full disk: {e:?}");
+        assert!(
+            matches!(e, StoreError::Io { .. }),
+            "EACCES is not a full disk: {e:?}"
+        );
     }
 
     #[test]

@@ -267,7 +267,11 @@ impl Hub {
                     .and_then(|v| v.parse::<u64>().ok());
                 if from != Some(t.len) {
                     t.restart().map_err(Step::Fatal)?;
-                    return Err(broken(t, "the server resumed at the wrong offset".into(), false));
+                    return Err(broken(
+                        t,
+                        "the server resumed at the wrong offset".into(),
+                        false,
+                    ));
                 }
             }
             200 => {
@@ -378,7 +382,10 @@ mod tests {
         t.write(b"bc").expect("write");
         assert_eq!(t.finish().expect("finish"), ABC_SHA256);
         assert_eq!(std::fs::read(&p).expect("read"), b"abc");
-        assert_eq!(hash_file(&p, &mut |_| {}).expect("hash"), (3, ABC_SHA256.into()));
+        assert_eq!(
+            hash_file(&p, &mut |_| {}).expect("hash"),
+            (3, ABC_SHA256.into())
+        );
     }
 
     #[test]
@@ -404,7 +411,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut t = Transfer::create(&dir.path().join("f.partial")).expect("create");
         let src = dir.path().join("nowhere.gguf");
-        let e = t.copy_from(&src).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = t
+            .copy_from(&src)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("nowhere.gguf"), "{e}");
     }
 }

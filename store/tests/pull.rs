@@ -7,8 +7,7 @@
 
 use seer_cancel::CancelToken;
 use seer_store::{
-    Checked, Entry, FileSpec, Hub, ModelStore, PullEvent, PullOutcome, Role, Source, StoreError,
-    install_from,
+    Checked, Entry, FileSpec, Hub, ModelStore, PullOutcome, Role, Source, StoreError, install_from,
 };
 use seer_tests::hub::{COMMIT, FakeHub, Fault, sha256};
 use std::time::Duration;
@@ -113,8 +112,14 @@ fn a_pull_follows_the_cdn_redirect_and_a_second_pull_asks_nothing() {
         other => panic!("not a fresh install: {other:?}"),
     };
     let dir = w.model_dir();
-    assert_eq!(std::fs::read(dir.join("weights.bin")).expect("weights"), w.weights);
-    assert_eq!(std::fs::read(dir.join("config.json")).expect("config"), w.config);
+    assert_eq!(
+        std::fs::read(dir.join("weights.bin")).expect("weights"),
+        w.weights
+    );
+    assert_eq!(
+        std::fs::read(dir.join("config.json")).expect("config"),
+        w.config
+    );
     assert!(
         matches!(&m.source, Source::Hub { commit: Some(c), .. } if c == COMMIT),
         "the commit comes from the Hub's response before the redirect: {:?}",
@@ -123,13 +128,26 @@ fn a_pull_follows_the_cdn_redirect_and_a_second_pull_asks_nothing() {
     let checked: Vec<Checked> = m.files.iter().map(|f| f.checked).collect();
     assert_eq!(checked, [Checked::Catalogue, Checked::OnArrival]);
     assert!(events[0].starts_with("Resolved"), "{events:?}");
-    assert!(events.iter().any(|e| e.starts_with("Progress")), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.starts_with("Progress")),
+        "{events:?}"
+    );
     let log = w.hub.log();
-    assert!(log[0].starts_with("HEAD /seer-test/tiny/resolve/main/weights.bin"), "{log:?}");
+    assert!(
+        log[0].starts_with("HEAD /seer-test/tiny/resolve/main/weights.bin"),
+        "{log:?}"
+    );
     // The HEAD stopped at the redirect: the CDN is asked once, for the body.
     assert!(!log.iter().any(|l| l.starts_with("HEAD /cdn/")), "{log:?}");
-    assert_eq!(log.iter().filter(|l| l.starts_with("GET /cdn/")).count(), 1, "{log:?}");
-    assert_eq!(w.store.resolve("tiny-multi").expect("resolve"), dir.join("weights.bin"));
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("GET /cdn/")).count(),
+        1,
+        "{log:?}"
+    );
+    assert_eq!(
+        w.store.resolve("tiny-multi").expect("resolve"),
+        dir.join("weights.bin")
+    );
 
     w.hub.clear_log();
     let (r, _) = w.pull(&w.client(None, 0));
@@ -157,7 +175,10 @@ fn the_token_reaches_the_hub_and_never_the_cdn() {
         "{log:?}"
     );
     let cdn: Vec<_> = log.iter().filter(|l| l.contains("/cdn/")).collect();
-    assert!(!cdn.is_empty() && cdn.iter().all(|l| l.contains("auth=-")), "{log:?}");
+    assert!(
+        !cdn.is_empty() && cdn.iter().all(|l| l.contains("auth=-")),
+        "{log:?}"
+    );
 }
 
 #[test]
@@ -172,7 +193,9 @@ fn a_dropped_connection_is_kept_and_resumed_with_a_range_request() {
     let (r, _) = w.pull(&w.client(None, 0));
     let partial = w.model_dir().join("weights.bin.partial");
     match r {
-        Err(StoreError::Transfer { partial: p, kept, .. }) => {
+        Err(StoreError::Transfer {
+            partial: p, kept, ..
+        }) => {
             assert_eq!(p, partial);
             assert!(kept > 0 && kept <= cut, "kept {kept}");
         }
@@ -184,7 +207,9 @@ fn a_dropped_connection_is_kept_and_resumed_with_a_range_request() {
     let (r, events) = w.pull(&w.client(None, 0));
     r.expect("resumed pull");
     assert!(
-        events.iter().any(|e| e.starts_with("File") && e.contains(&format!("offset: {kept}"))),
+        events
+            .iter()
+            .any(|e| e.starts_with("File") && e.contains(&format!("offset: {kept}"))),
         "{events:?}"
     );
     let log = w.hub.log();
@@ -193,7 +218,10 @@ fn a_dropped_connection_is_kept_and_resumed_with_a_range_request() {
             .any(|l| l.starts_with("GET /cdn/") && l.ends_with(&format!("range=bytes={kept}-"))),
         "{log:?}"
     );
-    assert_eq!(std::fs::read(w.model_dir().join("weights.bin")).expect("weights"), w.weights);
+    assert_eq!(
+        std::fs::read(w.model_dir().join("weights.bin")).expect("weights"),
+        w.weights
+    );
     assert!(!partial.exists());
 
     // With a retry left, one pull resumes by itself and says so.
@@ -219,7 +247,9 @@ fn corrupted_bytes_fail_the_checksum_and_leave_nothing_behind() {
     let (r, _) = w.pull(&w.client(None, 0));
     let e = r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(
-        e.contains("weights.bin") && e.contains("checksum mismatch") && e.contains("pinned in the catalogue"),
+        e.contains("weights.bin")
+            && e.contains("checksum mismatch")
+            && e.contains("pinned in the catalogue"),
         "{e}"
     );
     assert!(!w.model_dir().exists(), "left behind: {:?}", w.model_dir());
@@ -230,8 +260,13 @@ fn a_cancelled_pull_stops_before_asking() {
     let w = World::new(10_000);
     let cancel = CancelToken::new();
     cancel.cancel();
-    let r = w.client(None, 0).pull(&w.store, &w.entry, &mut |_| {}, &cancel);
-    assert!(matches!(r, Err(StoreError::Cancelled(ref n)) if n == "tiny-multi"), "{r:?}");
+    let r = w
+        .client(None, 0)
+        .pull(&w.store, &w.entry, &mut |_| {}, &cancel);
+    assert!(
+        matches!(r, Err(StoreError::Cancelled(ref n)) if n == "tiny-multi"),
+        "{r:?}"
+    );
     assert!(w.hub.log().is_empty(), "{:?}", w.hub.log());
 }
 
@@ -248,7 +283,10 @@ fn install_from_copies_checks_and_commits_a_local_copy() {
     };
     assert_eq!(m.files[0].sha256, sha256(&w.weights));
     assert_eq!(m.files[0].checked, Checked::Catalogue);
-    assert_eq!(std::fs::read(w.model_dir().join("weights.bin")).expect("weights"), w.weights);
+    assert_eq!(
+        std::fs::read(w.model_dir().join("weights.bin")).expect("weights"),
+        w.weights
+    );
     assert!(matches!(
         install_from(&w.store, &w.entry, &src),
         Ok(PullOutcome::AlreadyInstalled(_))
@@ -261,7 +299,10 @@ fn install_from_copies_checks_and_commits_a_local_copy() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("checksum mismatch") && e.contains("copy/weights.bin"), "{e}");
+    assert!(
+        e.contains("checksum mismatch") && e.contains("copy/weights.bin"),
+        "{e}"
+    );
     assert!(!w.model_dir().exists());
     // A missing file in the copy is named.
     std::fs::remove_file(src.join("config.json")).expect("rm");

@@ -565,7 +565,13 @@ fn describe_on_the_bus_matches_the_socket() {
         fixtures.join("smolvlm-tiny/hf")
     ));
     let mut c = d.connect();
-    c.send_raw(format!("{}\n", protocol::encode_request(&Request::Describe { id: None })).as_bytes());
+    c.send_raw(
+        format!(
+            "{}\n",
+            protocol::encode_request(&Request::Describe { id: None })
+        )
+        .as_bytes(),
+    );
     let got = protocol::decode(&c.recv().to_string()).expect("a describe event");
     let Event::Describe(socket) = got.event else {
         panic!("{got:?}")
@@ -582,7 +588,10 @@ fn describe_on_the_bus_matches_the_socket() {
     ] {
         assert!(t.contains(&format!("\"{name}\" b {on}")), "{name}: {t}");
     }
-    assert!(t.contains("\"vision\" s "), "the vision model is named: {t}");
+    assert!(
+        t.contains("\"vision\" s "),
+        "the vision model is named: {t}"
+    );
 }
 
 /// A D-Bus push-to-talk that hears nothing ends back at `idle` (it used to

@@ -119,10 +119,7 @@ fn run() -> Result<()> {
 
 /// The language and vision-language engines: loaded now, or on the first
 /// question that needs them (`model.load`).
-fn engines(
-    r: &Resolved,
-    opts: &EngineOptions,
-) -> Result<(EngineSource, Option<EngineSource>)> {
+fn engines(r: &Resolved, opts: &EngineOptions) -> Result<(EngineSource, Option<EngineSource>)> {
     let load = r.config.model.load;
     let engine = match load {
         LoadWhen::Start => EngineSource::Loaded(Box::new(

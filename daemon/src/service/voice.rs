@@ -76,7 +76,10 @@ impl Assistant {
         self.listener
             .push_to_talk(&key, canceller.token(), ptt, models)?;
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(self.clone().capture(label.to_owned(), heard, tx, canceller.clone()));
+        tokio::spawn(
+            self.clone()
+                .capture(label.to_owned(), heard, tx, canceller.clone()),
+        );
         Ok(TurnHandle::new(rx, canceller).with_capture(key))
     }
 
@@ -286,7 +289,10 @@ impl Assistant {
         timings: HeardTimings,
     ) {
         match heard {
-            Heard::Question { text: question, woke } => {
+            Heard::Question {
+                text: question,
+                woke,
+            } => {
                 conv.turns += 1;
                 let id = format!("voice-{}", conv.turns);
                 let t = Transcript {

@@ -6,8 +6,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use seer_models::device::{self, BackendKind};
 use seer_cancel::CancelToken;
+use seer_models::device::{self, BackendKind};
 use seer_models::generate::{Engine, EngineOptions, Request, VlmFiles};
 use std::path::PathBuf;
 use std::time::Instant;

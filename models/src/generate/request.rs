@@ -89,7 +89,7 @@ pub enum VlmFiles {
 }
 
 /// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// The model produced an end-of-sequence / end-of-turn token.
@@ -105,7 +105,7 @@ pub enum StopReason {
 }
 
 /// Where the time went.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
     /// Tokens in the prompt.
     pub prompt_tokens: usize,

@@ -249,7 +249,11 @@ mod tests {
                 "repetition_penalty NaN",
             ),
         ] {
-            let e = s.validate().err().map(|e| e.to_string()).unwrap_or_default();
+            let e = s
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains(what), "{e}");
         }
         assert!(Sampling::default().validate().is_ok());

@@ -24,8 +24,8 @@ pub mod wake;
 
 use crate::state::{State, StateBus};
 use crate::transcribe::transcribe_clip;
-use seer_models::ModelError;
 use seer_cancel::CancelToken;
+use seer_models::ModelError;
 use seer_models::speech::{TranscribeOptions, Transcriber};
 use seer_models::vad::{Vad, VadOptions};
 use seer_platform::audio::RATE;

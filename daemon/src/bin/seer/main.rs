@@ -270,7 +270,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let mut c = Conn::open(&socket()?)?;
             install_ctrl_c(&c)?;
-            ask(&mut c, &text, json, None, max_tokens, Some(ImageRef::Camera))
+            ask(
+                &mut c,
+                &text,
+                json,
+                None,
+                max_tokens,
+                Some(ImageRef::Camera),
+            )
         }
         Cmd::Chat => {
             let mut c = Conn::open(&socket()?)?;
@@ -363,10 +370,8 @@ fn install_ctrl_c(c: &Conn) -> Result<(), Failure> {
                 match current {
                     Some(id) if cancelled.as_ref() != Some(&id) => {
                         cancelled = Some(id.clone());
-                        let line = format!(
-                            "{}\n",
-                            protocol::encode_request(&Request::Cancel { id })
-                        );
+                        let line =
+                            format!("{}\n", protocol::encode_request(&Request::Cancel { id }));
                         let _ = writer.write_all(line.as_bytes());
                     }
                     _ => std::process::exit(130),

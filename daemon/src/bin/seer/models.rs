@@ -4,11 +4,11 @@
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use seer_daemon::config::Config;
 use seer_cancel::CancelToken;
+use seer_daemon::config::Config;
 use seer_store::{
-    Catalog, Checked, Hub, ModelStore, PullEvent, PullOutcome, Role, StoreError, install_from,
-    human_bytes,
+    Catalog, Checked, Hub, ModelStore, PullEvent, PullOutcome, Role, StoreError, human_bytes,
+    install_from,
 };
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
