@@ -192,7 +192,7 @@ async fn serve(r: Resolved, answerer: Answerer, state: StateBus) -> Result<()> {
             backend: c.model.backend.as_str().to_owned(),
         },
         vision: r.vision.as_ref().map(|f| VisionInfo {
-            files: format!("{f:?}"),
+            files: f.to_string(),
             tiling: c.vision.tiling,
         }),
         max_image_pixels: c.vision.max_pixels,

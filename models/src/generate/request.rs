@@ -88,6 +88,18 @@ pub enum VlmFiles {
     },
 }
 
+/// The paths a user configured, as `describe` and logs name them.
+impl std::fmt::Display for VlmFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::HfDir(dir) => write!(f, "{}", dir.display()),
+            Self::GgufPair { model, mmproj } => {
+                write!(f, "{} + {}", model.display(), mmproj.display())
+            }
+        }
+    }
+}
+
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
