@@ -703,16 +703,13 @@ impl Config {
             Ok(f) => (f, None),
             Err(e) => (None, Some(e)),
         };
-        let group =
-            match &self.socket.group {
-                None => None,
-                Some(g) => Some(crate::server::resolve_group(g).map_err(|message| {
-                    ConfigError::Invalid {
-                        path: shown(path),
-                        message,
-                    }
-                })?),
-            };
+        let group = match &self.socket.group {
+            None => None,
+            Some(g) => Some(resolve_group(g).map_err(|message| ConfigError::Invalid {
+                path: shown(path),
+                message,
+            })?),
+        };
         let camera = v
             .camera
             .as_deref()
@@ -784,6 +781,25 @@ pub struct Resolved {
     pub vision_off: Option<String>,
     /// Where camera frames come from; `None`: no camera.
     pub camera: Option<crate::camera::Source>,
+}
+
+/// Resolves `socket.group` (a name from /etc/group, or a numeric id).
+fn resolve_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups =
+        std::fs::read_to_string("/etc/group").map_err(|e| format!("reading /etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse::<u32>().ok()?;
+            (name == group).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| format!("socket.group = {group:?}: no such group in /etc/group"))
 }
 
 #[cfg(test)]

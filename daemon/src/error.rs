@@ -4,7 +4,7 @@
 //! and D-Bus as `org.seer.Assistant1.Error.<Code>`, so the two front ends can
 //! never disagree about what a failure is called.
 
-use crate::protocol::Code;
+use crate::protocol::{Code, Event};
 use seer_pipelines::answer::AnswerError;
 use seer_pipelines::listen::ListenError;
 use seer_platform::frames::ImageError;
@@ -92,5 +92,11 @@ impl From<ImageError> for ServiceError {
             _ => Code::BadRequest,
         };
         Self::new(code, format!("ask.image: {e}"))
+    }
+}
+
+impl From<ServiceError> for Event {
+    fn from(e: ServiceError) -> Self {
+        Event::error(e.code, e.message)
     }
 }

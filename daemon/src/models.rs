@@ -32,6 +32,13 @@ pub fn list(catalog: &Catalog, store: &ModelStore) -> Result<Vec<Value>, StoreEr
             "disk_bytes": m.map(|_| store.disk_usage(&e.name)),
             "path": m.map(|m| store.path_of(m)),
         }));
+        // A catalogue name registered over a file of the user's own (how
+        // run.sh installs the converted PyPI copies without the Hub).
+        if m.is_some_and(|m| matches!(m.source, Source::Local { .. }))
+            && let Some(row) = rows.last_mut()
+        {
+            row["local"] = json!(true);
+        }
     }
     for m in installed.iter().filter(|m| catalog.get(&m.name).is_none()) {
         let path = match &m.source {

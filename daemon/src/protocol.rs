@@ -609,12 +609,6 @@ impl Event {
     }
 }
 
-impl From<crate::error::ServiceError> for Event {
-    fn from(e: crate::error::ServiceError) -> Self {
-        Event::error(e.code, e.message)
-    }
-}
-
 /// A request that could not be parsed: the code, a message naming the
 /// problem, and the id if one could be read.
 #[derive(Debug, Clone, PartialEq)]

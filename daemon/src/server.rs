@@ -43,25 +43,6 @@ pub enum BindError {
     },
 }
 
-/// Resolves `socket.group` (a name from /etc/group, or a numeric id).
-pub fn resolve_group(group: &str) -> Result<u32, String> {
-    if let Ok(gid) = group.parse::<u32>() {
-        return Ok(gid);
-    }
-    let groups =
-        std::fs::read_to_string("/etc/group").map_err(|e| format!("reading /etc/group: {e}"))?;
-    groups
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?;
-            let gid = f.nth(1)?.parse::<u32>().ok()?;
-            (name == group).then_some(gid)
-        })
-        .next()
-        .ok_or_else(|| format!("socket.group = {group:?}: no such group in /etc/group"))
-}
-
 /// Creates the socket: parent directory 0700, socket 0600 (0750 and 0660,
 /// group-owned, when `group` is set). A socket file left by a crashed run
 /// (nothing accepts on it) is replaced; a live one is not.

@@ -589,7 +589,11 @@ fn describe_on_the_bus_matches_the_socket() {
         // busctl prints an a{sb} entry as `"name" true`.
         assert!(t.contains(&format!("\"{name}\" {on}")), "{name}: {t}");
     }
-    let files = socket.models.vision.expect("the socket names the vision model").files;
+    let files = socket
+        .models
+        .vision
+        .expect("the socket names the vision model")
+        .files;
     assert!(
         t.contains(&format!("\"vision\" \"{files}\"")),
         "the vision model is named {files:?}: {t}"

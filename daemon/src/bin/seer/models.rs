@@ -124,9 +124,10 @@ pub(crate) fn run(cmd: ModelsCmd, place: Place) -> Result<()> {
         ModelsCmd::Add { path, name, role } => {
             let m = store.add(&path, &name, role.into())?;
             println!(
-                "{name}: registered {} ({} files, {}); use it with model.name = {name:?}",
+                "{name}: registered {} ({} file{}, {}); use it with model.name = {name:?}",
                 path.display(),
                 m.files.len(),
+                if m.files.len() == 1 { "" } else { "s" },
                 human_bytes(m.size())
             );
             Ok(())
