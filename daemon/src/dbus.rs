@@ -217,7 +217,8 @@ impl Assistant {
         self.service.stop_all();
     }
 
-    /// Version, models, devices and capabilities: the socket's `describe`.
+    /// Version, models and capabilities, as the socket's `describe` reports
+    /// them (the socket's request lists are socket-only).
     async fn describe(&self) -> HashMap<String, OwnedValue> {
         let d = self.service.describe();
         let c = d.capabilities;
@@ -233,7 +234,6 @@ impl Assistant {
         let mut out = HashMap::new();
         out.insert("version".to_owned(), owned(d.version));
         out.insert("models".to_owned(), owned(models(&self.service)));
-        out.insert("devices".to_owned(), owned(Vec::<String>::new()));
         out.insert("capabilities".to_owned(), owned(caps));
         out
     }

@@ -34,7 +34,8 @@ pub fn load(
 }
 
 /// Whether a question is about what is in view: it talks about looking,
-/// seeing or reading, or points at "this"/"these"/"here".
+/// seeing or reading, or points at "this"/"these" ("here" alone is not
+/// enough: "is it raining here?" is not a request to look).
 pub fn mentions_looking(question: &str) -> bool {
     const WORDS: &[&str] = &[
         "look", "looking", "looks", "see", "seeing", "seen", "read", "reading", "view", "this",

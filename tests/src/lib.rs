@@ -5,6 +5,7 @@ pub mod hub;
 pub mod sound;
 pub mod video;
 
+use seer_daemon::protocol::{self, Event, Received, Request};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -294,6 +295,33 @@ impl Client {
                 if end {
                     return out;
                 }
+            }
+        }
+    }
+
+    /// Sends one request built from the daemon's protocol types.
+    pub fn request(&mut self, request: &Request) {
+        self.send_raw(format!("{}\n", protocol::encode_request(request)).as_bytes());
+    }
+
+    /// The next event, decoded into the daemon's protocol types: a line the
+    /// types cannot read fails the test (the daemon wrote something the
+    /// documented protocol does not have).
+    pub fn event(&mut self) -> Received {
+        let v = self.recv();
+        protocol::decode(&v.to_string())
+            .unwrap_or_else(|e| panic!("event {v} does not decode: {e}"))
+    }
+
+    /// Typed events until one for which `done` is true (included).
+    pub fn events_until(&mut self, done: impl Fn(&Event) -> bool) -> Vec<Received> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self.event();
+            let end = done(&ev.event);
+            out.push(ev);
+            if end {
+                return out;
             }
         }
     }

@@ -9,6 +9,7 @@
 //!   answer; muting closes the microphone; a sound server that dies and
 //!   comes back is survived.
 
+use seer_daemon::protocol::{Activity, Code, Event, Received, Request};
 use seer_tests::sound::SoundServer;
 use seer_tests::{Client, Daemon, test_model, word_errors};
 use serde_json::{Value, json};
@@ -46,19 +47,49 @@ fn daemon(sound: &SoundServer) -> Daemon {
     )
 }
 
-/// Push-to-talk for `wav`: start, wait for audio, play, stop; the events.
-fn push_to_talk(c: &mut Client, sound: &SoundServer, wav: &Path, id: &str) -> Vec<Value> {
-    c.send(json!({"v": 1, "type": "listen.start", "id": id}));
-    let first = c.recv_until(&["state", "error"]);
-    let last = first.last().expect("event");
-    assert_eq!(last["state"], "listening", "{first:?}");
+/// Push-to-talk for `wav`: start, wait for audio, play, stop; the events,
+/// typed (this is the flow every front end shares).
+fn push_to_talk(c: &mut Client, sound: &SoundServer, wav: &Path, id: &str) -> Vec<Received> {
+    c.request(&Request::ListenStart { id: id.into() });
+    let first = c.events_until(|e| matches!(e, Event::State { .. } | Event::Error { .. }));
+    let last = &first.last().expect("event").event;
+    assert!(
+        matches!(
+            last,
+            Event::State {
+                state: Activity::Listening,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     sound.play(wav);
     std::thread::sleep(Duration::from_millis(300));
-    c.send(json!({"v": 1, "type": "listen.stop", "id": id}));
+    c.request(&Request::ListenStop { id: id.into() });
     let mut evs = first;
-    evs.extend(c.recv_until(&["answer.end", "error", "cancelled"]));
+    evs.extend(c.events_until(|e| {
+        matches!(
+            e,
+            Event::AnswerEnd { .. } | Event::Error { .. } | Event::Cancelled {}
+        )
+    }));
     evs
+}
+
+/// What was heard, and the answer's text.
+fn heard_and_answer(evs: &[Received]) -> (String, String) {
+    let heard = evs
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::TranscriptFinal(t) => Some(t.text.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no transcript: {evs:#?}"));
+    let Some(Event::AnswerEnd { text, .. }) = evs.last().map(|e| &e.event) else {
+        panic!("no answer: {evs:#?}")
+    };
+    (heard, text.clone())
 }
 
 /// Japan's question in the en-us voice, then France's in the default
@@ -73,45 +104,46 @@ fn push_to_talk_transcribes_the_question_and_answers_it() {
     let mut c = d.connect();
     let q = "What is the capital of Japan?";
     let evs = push_to_talk(&mut c, &sound, &say(dir.path(), q), "ptt1");
-    let kinds: Vec<&str> = evs.iter().filter_map(|e| e["type"].as_str()).collect();
-    let states: Vec<&str> = evs.iter().filter_map(|e| e["state"].as_str()).collect();
+    let states: Vec<Activity> = evs
+        .iter()
+        .filter_map(|e| match e.event {
+            Event::State { state, .. } => Some(state),
+            _ => None,
+        })
+        .collect();
     assert!(
-        states.starts_with(&["listening", "transcribing"]),
+        states.starts_with(&[Activity::Listening, Activity::Transcribing]),
         "{evs:#?}"
     );
-    let transcript = evs
-        .iter()
-        .find(|e| e["type"] == "transcript.final")
-        .unwrap_or_else(|| panic!("no transcript: {kinds:?}"));
-    let heard = transcript["text"].as_str().unwrap_or("");
-    assert!(word_errors(heard, q) <= 1, "heard {heard:?}");
-    let end = evs.last().expect("event");
-    assert_eq!(end["type"], "answer.end", "{evs:#?}");
+    let (heard, answer) = heard_and_answer(&evs);
+    assert!(word_errors(&heard, q) <= 1, "heard {heard:?}");
+    assert!(answer.contains("Tokyo"), "{answer:?}");
     assert!(
-        end["text"].as_str().unwrap_or("").contains("Tokyo"),
-        "{end}"
+        evs.iter().all(|e| e.id.as_deref() == Some("ptt1")),
+        "{evs:#?}"
     );
-    assert!(evs.iter().all(|e| e["id"] == "ptt1"), "{evs:#?}");
 
     // The issue's own question, in espeak's default English voice: whisper
     // hears "What is (the|a) capital on France?", which is still Paris.
     let q = "What is the capital of France?";
     let evs = push_to_talk(&mut c, &sound, &say_as(dir.path(), "en", q), "ptt2");
-    let transcript = evs
-        .iter()
-        .find(|e| e["type"] == "transcript.final")
-        .unwrap_or_else(|| panic!("no transcript: {evs:#?}"));
-    let heard = transcript["text"].as_str().unwrap_or("");
-    assert!(word_errors(heard, q) <= 2, "heard {heard:?}");
-    let end = evs.last().expect("event");
-    assert!(
-        end["text"].as_str().unwrap_or("").contains("Paris"),
-        "{end}"
-    );
+    let (heard, answer) = heard_and_answer(&evs);
+    assert!(word_errors(&heard, q) <= 2, "heard {heard:?}");
+    assert!(answer.contains("Paris"), "{answer:?}");
 
     // A stop for nothing is a bad request; the connection goes on.
-    c.send(json!({"v": 1, "type": "listen.stop", "id": "nope"}));
-    assert_eq!(c.recv()["code"], "bad_request");
+    c.request(&Request::ListenStop { id: "nope".into() });
+    let ev = c.event().event;
+    assert!(
+        matches!(
+            ev,
+            Event::Error {
+                code: Code::BadRequest,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -395,12 +427,12 @@ fn a_spoken_question_about_the_view_looks_through_the_camera() {
         &say(dir.path(), "What is the capital of Japan?"),
         "text",
     );
-    let end = evs.last().expect("event");
-    assert!(
-        end["text"].as_str().unwrap_or("").contains("Tokyo"),
-        "{end}"
-    );
-    assert_eq!(end["timings"]["image_encode_ms"], 0.0, "{end}");
+    let (_, answer) = heard_and_answer(&evs);
+    assert!(answer.contains("Tokyo"), "{answer:?}");
+    let Some(Event::AnswerEnd { timings, .. }) = evs.last().map(|e| &e.event) else {
+        panic!("{evs:#?}")
+    };
+    assert_eq!(timings.image_encode_ms, 0.0, "{timings:?}");
     assert_eq!(status(&mut c), false, "a text question opened the camera");
 
     let evs = push_to_talk(
@@ -409,17 +441,13 @@ fn a_spoken_question_about_the_view_looks_through_the_camera() {
         &say(dir.path(), "What is this thing in front of me?"),
         "look",
     );
-    let heard = evs
-        .iter()
-        .find(|e| e["type"] == "transcript.final")
-        .and_then(|e| e["text"].as_str())
-        .unwrap_or("")
-        .to_owned();
-    let end = evs.last().expect("event");
-    assert_eq!(end["type"], "answer.end", "heard {heard:?}: {evs:#?}");
+    let (heard, _) = heard_and_answer(&evs);
+    let Some(Event::AnswerEnd { timings, .. }) = evs.last().map(|e| &e.event) else {
+        panic!("heard {heard:?}: {evs:#?}")
+    };
     assert!(
-        end["timings"]["image_encode_ms"].as_f64().unwrap_or(0.0) > 0.0,
-        "heard {heard:?}, answered without the camera: {end}"
+        timings.image_encode_ms > 0.0,
+        "heard {heard:?}, answered without the camera: {timings:?}"
     );
     assert_eq!(status(&mut c), true, "the camera is warm after a look");
 }

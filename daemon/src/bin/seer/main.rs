@@ -70,11 +70,13 @@ enum Cmd {
     Models {
         /// The models directory (default: config, else $SEER_MODELS_DIR, else
         /// $XDG_CACHE_HOME/seer/models).
-        #[arg(long, env = "SEER_MODELS_DIR")]
+        // No clap `env`: the variables are the config's fallback, so a
+        // config file's `[model] models_dir` wins over them, as in seerd.
+        #[arg(long)]
         models_dir: Option<PathBuf>,
         /// An extra catalogue file (default: config, else $SEER_CATALOG, else
         /// $XDG_CONFIG_HOME/seer/catalog.toml).
-        #[arg(long, env = "SEER_CATALOG")]
+        #[arg(long)]
         catalog: Option<PathBuf>,
         #[command(subcommand)]
         cmd: models::ModelsCmd,
@@ -205,7 +207,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     println!("    {c}");
                 }
             }
-            print_cameras();
+            print_cameras(config.as_deref());
             Ok(())
         }
         Cmd::Completions { shell } => {
@@ -306,10 +308,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 /// Cameras: the configured image source (what this build captures from) and
 /// the V4L2 devices the kernel has.
-fn print_cameras() {
+fn print_cameras(config: Option<&std::path::Path>) {
     println!("cameras:");
-    let path = Config::locate(None);
-    let source = Config::load(path.as_deref(), false)
+    let explicit = config.is_some() || std::env::var_os("SEER_CONFIG").is_some();
+    let path = Config::locate(config);
+    let source = Config::load(path.as_deref(), explicit)
         .ok()
         .and_then(|c| c.vision.camera)
         .unwrap_or_default();
