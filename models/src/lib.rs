@@ -14,6 +14,8 @@
 //!   connector that feed the decoder image features.
 //! - [`speech`] transcribes with whisper.cpp (`whisper-rs`).
 //! - [`vad`] finds speech with Silero VAD (run by whisper.cpp).
+//! - [`piper`] speaks: Piper (VITS) voices read from their `.onnx` and run in
+//!   burn, with phonemes from the `espeak-ng` program.
 //!
 //! Weights are read through one internal layer, `weights`: a `Source` of
 //! named tensors over a GGUF file or an HF safetensors checkpoint, which
@@ -30,6 +32,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod piper;
 pub mod speech;
 pub mod tokenizer;
 pub mod vad;

@@ -2,7 +2,8 @@
 //! token and peak RSS for a GGUF model (`llm`), or vision-encoder time per
 //! tile and time to first answer token for a photo (`vlm`), as one JSON
 //! line, so `scripts/bench-llm.sh` and `scripts/bench-vlm.sh` can set it
-//! beside llama.cpp on the same input.
+//! beside llama.cpp on the same input. `tts` times a Piper voice (real-time
+//! factor, first audio) for `scripts/bench-tts.sh` to set beside onnxruntime.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -78,6 +79,107 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Piper voice: real-time factor and time to the first sentence's audio.
+    Tts {
+        /// The voice's `.onnx` (its `.onnx.json` beside it).
+        #[arg(long)]
+        voice: PathBuf,
+        /// Text to speak, one or more sentences.
+        #[arg(long)]
+        text: String,
+        /// auto, cpu or wgpu.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// CPU threads for the CPU backend.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Noise off (scales 0, length, 0): repeatable output.
+        #[arg(long)]
+        no_noise: bool,
+        /// Write the audio of the last run here (16-bit WAV).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Timed runs; medians are printed.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+/// `seer-bench tts`.
+#[allow(clippy::too_many_arguments)]
+fn bench_tts(
+    voice: PathBuf,
+    text: String,
+    backend: BackendKind,
+    threads: usize,
+    no_noise: bool,
+    out: Option<PathBuf>,
+    warmup: usize,
+    runs: usize,
+) -> Result<()> {
+    use seer_models::piper::{Scales, Voice};
+    let dev = device::open(backend)?;
+    let t0 = Instant::now();
+    let v = Voice::load(&voice, None, &dev.device)
+        .with_context(|| format!("loading {}", voice.display()))?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut scales = v.config().scales;
+    if no_noise {
+        scales = Scales { noise: 0.0, noise_w: 0.0, ..scales };
+    }
+    let (mut phon, mut first, mut rtf) = (Vec::new(), Vec::new(), Vec::new());
+    let mut audio = Vec::new();
+    let mut sentences = 0;
+    for i in 0..warmup + runs {
+        let t0 = Instant::now();
+        let ids = v.ids(&text)?;
+        let phon_ms = t0.elapsed().as_secs_f64() * 1e3;
+        sentences = ids.len();
+        audio.clear();
+        let mut first_ms = f64::NAN;
+        for (n, s) in ids.iter().enumerate() {
+            audio.extend(v.synthesize_ids(s, scales)?.samples);
+            if n == 0 {
+                first_ms = t0.elapsed().as_secs_f64() * 1e3;
+            }
+        }
+        let total = t0.elapsed().as_secs_f64();
+        if i >= warmup {
+            phon.push(phon_ms);
+            first.push(first_ms);
+            rtf.push(total / (audio.len() as f64 / f64::from(v.sample_rate())));
+        }
+    }
+    if let Some(path) = &out {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: v.sample_rate(),
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(path, spec)
+            .with_context(|| format!("writing {}", path.display()))?;
+        for s in &audio {
+            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
+        }
+        w.finalize()?;
+    }
+    let json = serde_json::json!({
+        "engine": format!("seer/{}", dev.kind),
+        "threads": threads,
+        "load_ms": load_ms,
+        "sentences": sentences,
+        "audio_s": audio.len() as f64 / f64::from(v.sample_rate()),
+        "phonemize_ms": median(phon),
+        "first_audio_ms": median(first),
+        "rtf": median(rtf),
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    println!("{json}");
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -223,6 +325,28 @@ fn main() -> Result<()> {
                 backend.parse()?,
                 threads,
                 gen_tokens,
+                warmup,
+                runs.max(1),
+            );
+        }
+        Cmd::Tts {
+            voice,
+            text,
+            backend,
+            threads,
+            no_noise,
+            out,
+            warmup,
+            runs,
+        } => {
+            device::set_cpu_threads(threads);
+            return bench_tts(
+                voice,
+                text,
+                backend.parse()?,
+                threads,
+                no_noise,
+                out,
                 warmup,
                 runs.max(1),
             );
