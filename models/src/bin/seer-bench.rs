@@ -128,7 +128,11 @@ fn bench_tts(
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut scales = v.config().scales;
     if no_noise {
-        scales = Scales { noise: 0.0, noise_w: 0.0, ..scales };
+        scales = Scales {
+            noise: 0.0,
+            noise_w: 0.0,
+            ..scales
+        };
     }
     let (mut phon, mut first, mut rtf) = (Vec::new(), Vec::new(), Vec::new());
     let mut audio = Vec::new();

@@ -65,8 +65,10 @@ pub struct VoiceConfig {
 impl VoiceConfig {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ModelError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
@@ -83,25 +85,42 @@ impl VoiceConfig {
             reason: format!("not a Piper voice config: {e}"),
         })?;
         if let Some(t) = raw.phoneme_type.as_deref().filter(|t| *t != "espeak") {
-            return Err(key("phoneme_type", format!("`{t}`: only espeak-phonemised voices are supported")));
+            return Err(key(
+                "phoneme_type",
+                format!("`{t}`: only espeak-phonemised voices are supported"),
+            ));
         }
         if let Some(n) = raw.num_speakers.filter(|&n| n > 1) {
-            return Err(key("num_speakers", format!("{n} speakers: only single-speaker voices are supported")));
+            return Err(key(
+                "num_speakers",
+                format!("{n} speakers: only single-speaker voices are supported"),
+            ));
         }
         if !(8000..=192_000).contains(&raw.audio.sample_rate) {
-            return Err(key("audio.sample_rate", format!("{} Hz is not an audio rate", raw.audio.sample_rate)));
+            return Err(key(
+                "audio.sample_rate",
+                format!("{} Hz is not an audio rate", raw.audio.sample_rate),
+            ));
         }
         let mut ids = HashMap::new();
         for (phoneme, v) in &raw.phoneme_id_map {
             let mut chars = phoneme.chars();
             let (Some(c), None) = (chars.next(), chars.next()) else {
-                return Err(key("phoneme_id_map", format!("key `{phoneme}` is not one character")));
+                return Err(key(
+                    "phoneme_id_map",
+                    format!("key `{phoneme}` is not one character"),
+                ));
             };
             let id = match v.as_slice() {
                 [id] => u32::try_from(*id).ok(),
                 _ => None,
             }
-            .ok_or_else(|| key("phoneme_id_map", format!("`{phoneme}` maps to {v:?}, expected one id")))?;
+            .ok_or_else(|| {
+                key(
+                    "phoneme_id_map",
+                    format!("`{phoneme}` maps to {v:?}, expected one id"),
+                )
+            })?;
             ids.insert(c, id);
         }
         let special = |c: char, name: &str| {
@@ -109,11 +128,18 @@ impl VoiceConfig {
                 .copied()
                 .ok_or_else(|| key("phoneme_id_map", format!("no `{c}` ({name}) symbol")))
         };
-        let (bos, eos, pad) = (special('^', "begin")?, special('$', "end")?, special('_', "pad")?);
+        let (bos, eos, pad) = (
+            special('^', "begin")?,
+            special('$', "end")?,
+            special('_', "pad")?,
+        );
         let max_id = ids.values().copied().max().unwrap_or(0) as usize;
         let num_symbols = raw.num_symbols.unwrap_or(max_id + 1);
         if max_id >= num_symbols {
-            return Err(key("num_symbols", format!("{num_symbols}, but the map uses id {max_id}")));
+            return Err(key(
+                "num_symbols",
+                format!("{num_symbols}, but the map uses id {max_id}"),
+            ));
         }
         let inf = raw.inference;
         let pick = |f: fn(&Inference) -> Option<f32>, d: f32| inf.as_ref().and_then(f).unwrap_or(d);
@@ -123,7 +149,10 @@ impl VoiceConfig {
             noise_w: pick(|i| i.noise_w, 0.8),
         };
         if !(scales.length > 0.0 && scales.length.is_finite()) {
-            return Err(key("inference.length_scale", format!("{} must be above 0", scales.length)));
+            return Err(key(
+                "inference.length_scale",
+                format!("{} must be above 0", scales.length),
+            ));
         }
         Ok(Self {
             sample_rate: raw.audio.sample_rate,

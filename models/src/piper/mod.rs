@@ -25,6 +25,32 @@ use std::path::{Path, PathBuf};
 /// is quadratic in it; a run-on "sentence" beyond this is cut into pieces.
 pub const MAX_PHONEMES: usize = 400;
 
+/// Cuts `sentence` into pieces of at most `max` phonemes, after the last
+/// word break that fits (mid-word only for a "word" longer than `max`).
+fn pieces(sentence: &str, max: usize) -> Vec<String> {
+    let chars: Vec<char> = sentence.chars().collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while chars.len() - start > max {
+        let window = &chars[start..start + max];
+        let cut = window
+            .iter()
+            .rposition(|&c| c == ' ')
+            .map_or(max, |i| i + 1);
+        out.push(
+            chars[start..start + cut]
+                .iter()
+                .collect::<String>()
+                .trim()
+                .to_owned(),
+        );
+        start += cut;
+    }
+    out.push(chars[start..].iter().collect::<String>().trim().to_owned());
+    out.retain(|p| !p.is_empty());
+    out
+}
+
 /// A loaded voice: config, phonemizer and network.
 #[derive(Debug, Clone)]
 pub struct Voice {
@@ -61,7 +87,12 @@ impl Voice {
             });
         }
         let phonemizer = Phonemizer::new(&config.espeak_voice);
-        Ok(Self { config, phonemizer, vits, path: onnx.to_owned() })
+        Ok(Self {
+            config,
+            phonemizer,
+            vits,
+            path: onnx.to_owned(),
+        })
     }
 
     /// Replaces the phonemizer (another `espeak-ng` program).
@@ -90,9 +121,7 @@ impl Voice {
     pub fn ids(&self, text: &str) -> Result<Vec<Vec<u32>>> {
         let mut out = Vec::new();
         for sentence in self.phonemizer.phonemize(text)? {
-            let chars: Vec<char> = sentence.chars().collect();
-            for piece in chars.chunks(MAX_PHONEMES) {
-                let piece: String = piece.iter().collect();
+            for piece in pieces(&sentence, MAX_PHONEMES) {
                 let (ids, missing) = self.config.ids(&piece);
                 if !missing.is_empty() {
                     tracing::debug!(?missing, "phonemes the voice does not know were dropped");
@@ -112,7 +141,10 @@ impl Voice {
             )));
         }
         if ids.is_empty() {
-            return Ok(Synthesis { samples: Vec::new(), durations: Vec::new() });
+            return Ok(Synthesis {
+                samples: Vec::new(),
+                durations: Vec::new(),
+            });
         }
         Ok(self.vits.synthesize(ids, scales))
     }
@@ -120,10 +152,29 @@ impl Voice {
     /// Speaks all of `text` with the voice's default scales, sentence after
     /// sentence, into one buffer (for `seer say --out`).
     pub fn speak(&self, text: &str) -> Result<Vec<f32>> {
+        let sentences = self.ids(text)?;
+        if sentences.is_empty() {
+            return Err(ModelError::InvalidRequest(
+                "the text has nothing espeak-ng can pronounce".into(),
+            ));
+        }
         let mut out = Vec::new();
-        for ids in self.ids(text)? {
+        for ids in sentences {
             out.extend(self.synthesize_ids(&ids, self.config.scales)?.samples);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn long_sentences_are_cut_at_word_breaks() {
+        assert_eq!(pieces("ab cd ef", 5), vec!["ab", "cd ef"]);
+        assert_eq!(pieces("ab cd ef", 8), vec!["ab cd ef"]);
+        assert_eq!(pieces("abcdefgh ij", 4), vec!["abcd", "efgh", "ij"]);
+        assert!(pieces("", 4).is_empty());
     }
 }

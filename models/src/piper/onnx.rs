@@ -103,7 +103,10 @@ impl<'a> Reader<'a> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let Some(&b) = self.buf.get(self.pos) else {
-                return Err(format!("varint runs past the end at byte {}", self.base + self.pos));
+                return Err(format!(
+                    "varint runs past the end at byte {}",
+                    self.base + self.pos
+                ));
             };
             self.pos += 1;
             v |= u64::from(b & 0x7f) << shift;
@@ -111,7 +114,10 @@ impl<'a> Reader<'a> {
                 return Ok(v);
             }
         }
-        Err(format!("varint longer than 10 bytes at byte {}", self.base + self.pos))
+        Err(format!(
+            "varint longer than 10 bytes at byte {}",
+            self.base + self.pos
+        ))
     }
 
     /// The next field, or `None` at the end of the message.
@@ -122,18 +128,19 @@ impl<'a> Reader<'a> {
         let key = self.varint()?;
         let (number, wire) = (key >> 3, key & 7);
         let at = self.base + self.pos;
-        let take = |r: &mut Self, n: usize| -> std::result::Result<(&'a [u8], usize), String> {
-            let end = r.pos.checked_add(n).filter(|&e| e <= r.buf.len()).ok_or_else(|| {
+        let take =
+            |r: &mut Self, n: usize| -> std::result::Result<(&'a [u8], usize), String> {
+                let end = r.pos.checked_add(n).filter(|&e| e <= r.buf.len()).ok_or_else(|| {
                 format!(
                     "field {number} at byte {at} needs {n} bytes, {} remain (file truncated?)",
                     r.buf.len() - r.pos
                 )
             })?;
-            let off = r.base + r.pos;
-            let s = &r.buf[r.pos..end];
-            r.pos = end;
-            Ok((s, off))
-        };
+                let off = r.base + r.pos;
+                let s = &r.buf[r.pos..end];
+                r.pos = end;
+                Ok((s, off))
+            };
         let value = match wire {
             0 => Value::Varint(self.varint()?),
             1 => {
@@ -150,7 +157,11 @@ impl<'a> Reader<'a> {
                 let (s, _) = take(self, 4)?;
                 Value::Fixed32(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
             }
-            w => return Err(format!("unsupported wire type {w} for field {number} at byte {at}")),
+            w => {
+                return Err(format!(
+                    "unsupported wire type {w} for field {number} at byte {at}"
+                ));
+            }
         };
         Ok(Some((number, value)))
     }
@@ -249,7 +260,10 @@ fn parse_tensor(buf: &[u8], base: usize) -> std::result::Result<Initializer, Str
         }
     }
     if external {
-        return Err(format!("tensor `{}` keeps its data in an external file, which Seer does not read", t.name));
+        return Err(format!(
+            "tensor `{}` keeps its data in an external file, which Seer does not read",
+            t.name
+        ));
     }
     Ok(t)
 }
@@ -257,12 +271,18 @@ fn parse_tensor(buf: &[u8], base: usize) -> std::result::Result<Initializer, Str
 impl OnnxFile {
     /// Maps and indexes `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let io = |source| ModelError::Io { path: path.to_owned(), source };
+        let io = |source| ModelError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only and private to this process; a voice
         // file rewritten under a running daemon is outside what we defend.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let bad = |reason: String| ModelError::Onnx { path: path.to_owned(), reason };
+        let bad = |reason: String| ModelError::Onnx {
+            path: path.to_owned(),
+            reason,
+        };
         let mut graph = None;
         let mut top = Reader::new(&map, 0);
         while let Some((n, v)) = top.field().map_err(bad)? {
@@ -270,7 +290,8 @@ impl OnnxFile {
                 graph = Some((b, at));
             }
         }
-        let (g, g_at) = graph.ok_or_else(|| bad("no graph in the file (is it an ONNX model?)".into()))?;
+        let (g, g_at) =
+            graph.ok_or_else(|| bad("no graph in the file (is it an ONNX model?)".into()))?;
         let mut initializers = HashMap::new();
         let mut nodes = Vec::new();
         let mut r = Reader::new(g, g_at);
@@ -287,7 +308,12 @@ impl OnnxFile {
         if initializers.is_empty() {
             return Err(bad("the graph has no initializers (no weights)".into()));
         }
-        Ok(Self { path: path.to_owned(), map, initializers, nodes })
+        Ok(Self {
+            path: path.to_owned(),
+            map,
+            initializers,
+            nodes,
+        })
     }
 
     /// The file this was read from.
@@ -318,18 +344,26 @@ impl OnnxFile {
             name: name.to_owned(),
             reason,
         };
-        let t = self.initializer(name).ok_or_else(|| bad("missing from the voice file".into()))?;
+        let t = self
+            .initializer(name)
+            .ok_or_else(|| bad("missing from the voice file".into()))?;
         if t.dims != shape {
             return Err(bad(format!("shape {:?}, expected {shape:?}", t.dims)));
         }
         if t.data_type != FLOAT {
-            return Err(bad(format!("data type {} (only float32 voices are supported)", t.data_type)));
+            return Err(bad(format!(
+                "data type {} (only float32 voices are supported)",
+                t.data_type
+            )));
         }
         let count: usize = shape.iter().product();
         let v = match &t.data {
             Data::Raw(range) => {
                 if range.len() != count * 4 {
-                    return Err(bad(format!("{} bytes of data for {count} floats", range.len())));
+                    return Err(bad(format!(
+                        "{} bytes of data for {count} floats",
+                        range.len()
+                    )));
                 }
                 self.map[range.clone()]
                     .chunks_exact(4)

@@ -62,7 +62,10 @@ fn clauses(text: &str) -> Vec<Clause> {
             }
             if j == chars.len() || chars[j].is_whitespace() {
                 cur.extend(&chars[i..j]);
-                out.push(Clause { text: std::mem::take(&mut cur).trim().to_owned(), end });
+                out.push(Clause {
+                    text: std::mem::take(&mut cur).trim().to_owned(),
+                    end,
+                });
                 i = j;
                 continue;
             }
@@ -71,7 +74,10 @@ fn clauses(text: &str) -> Vec<Clause> {
         i += 1;
     }
     if !cur.trim().is_empty() {
-        out.push(Clause { text: cur.trim().to_owned(), end: Terminator::None });
+        out.push(Clause {
+            text: cur.trim().to_owned(),
+            end: Terminator::None,
+        });
     }
     out.retain(|c| !c.text.is_empty());
     out
@@ -88,7 +94,10 @@ impl Phonemizer {
     /// A phonemizer for espeak voice `voice` (`en-us`), using the
     /// `espeak-ng` on `PATH`.
     pub fn new(voice: &str) -> Self {
-        Self { program: "espeak-ng".into(), voice: voice.to_owned() }
+        Self {
+            program: "espeak-ng".into(),
+            voice: voice.to_owned(),
+        }
     }
 
     /// Uses `program` instead of `espeak-ng` (a full path, or a test's stand-in).
@@ -113,16 +122,30 @@ impl Phonemizer {
                     e.to_string()
                 })
             })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.as_bytes()).map_err(|e| fail(format!("writing its input: {e}")))?;
-        }
+        // Written from another thread: espeak prints as it reads, and a long
+        // text's phonemes fill the output pipe before all of it is written.
+        let writer = child.stdin.take().map(|mut stdin| {
+            let input = input.to_owned();
+            std::thread::spawn(move || stdin.write_all(input.as_bytes()))
+        });
         let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        if let Some(w) = writer {
+            w.join()
+                .map_err(|_| fail("its input writer panicked".into()))?
+                .map_err(|e| fail(format!("writing its input: {e}")))?;
+        }
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             return Err(fail(format!("{} ({})", out.status, err.trim())));
         }
-        let text = String::from_utf8(out.stdout).map_err(|_| fail("printed invalid UTF-8".into()))?;
-        Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+        let text =
+            String::from_utf8(out.stdout).map_err(|_| fail("printed invalid UTF-8".into()))?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Phonemes of `text`, one string per sentence (NFD, punctuation

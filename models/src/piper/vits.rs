@@ -54,7 +54,12 @@ struct Conv {
 
 impl Conv {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        conv1d(x, self.weight.clone(), self.bias.clone(), self.options.clone())
+        conv1d(
+            x,
+            self.weight.clone(),
+            self.bias.clone(),
+            self.options.clone(),
+        )
     }
     fn out_channels(&self) -> usize {
         self.weight.dims()[0]
@@ -74,7 +79,12 @@ struct ConvT {
 
 impl ConvT {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        conv_transpose1d(x, self.weight.clone(), self.bias.clone(), self.options.clone())
+        conv_transpose1d(
+            x,
+            self.weight.clone(),
+            self.bias.clone(),
+            self.options.clone(),
+        )
     }
 }
 
@@ -130,7 +140,10 @@ impl Loader<'_> {
         let dims = self.dims(name)?;
         let c = dims.first().copied().unwrap_or(0);
         if dims.iter().skip(1).any(|&d| d != 1) {
-            return Err(self.bad(name, format!("shape {dims:?}, expected one value per channel")));
+            return Err(self.bad(
+                name,
+                format!("shape {dims:?}, expected one value per channel"),
+            ));
         }
         let v = self.file.floats(name, &dims)?;
         Ok(Tensor::from_data(TensorData::new(v, [1, c, 1]), self.dev))
@@ -151,7 +164,10 @@ impl Loader<'_> {
             .get(index)
             .ok_or_else(|| self.bad(node, format!("has no input {index}")))?;
         if self.file.initializer(name).is_none() {
-            return Err(self.bad(node, format!("its input `{name}` is computed in the graph, not stored")));
+            return Err(self.bad(
+                node,
+                format!("its input `{name}` is computed in the graph, not stored"),
+            ));
         }
         Ok(name.clone())
     }
@@ -169,15 +185,25 @@ impl Loader<'_> {
     /// and its geometry: pads, then stride, dilation and groups.
     fn weights_of(&self, node: &str) -> Result<(Tensor<3>, Option<Tensor<1>>, Vec<i64>, Vec<i64>)> {
         let weight = self.tensor::<3>(&self.input(node, 1)?)?;
-        let n = self.file.node(node).ok_or_else(|| self.bad(node, "no such node"))?;
+        let n = self
+            .file
+            .node(node)
+            .ok_or_else(|| self.bad(node, "no such node"))?;
         let bias = match n.inputs.get(2).filter(|b| !b.is_empty()) {
             Some(_) => Some(self.tensor::<1>(&self.input(node, 2)?)?),
             None => None,
         };
         let attr = |k: &str, default: Vec<i64>| n.ints.get(k).cloned().unwrap_or(default);
         let pads = attr("pads", vec![0, 0]);
-        let rest = [attr("strides", vec![1]), attr("dilations", vec![1]), attr("group", vec![1])];
-        let geometry = rest.iter().map(|v| v.first().copied().unwrap_or(1)).collect();
+        let rest = [
+            attr("strides", vec![1]),
+            attr("dilations", vec![1]),
+            attr("group", vec![1]),
+        ];
+        let geometry = rest
+            .iter()
+            .map(|v| v.first().copied().unwrap_or(1))
+            .collect();
         Ok((weight, bias, pads, geometry))
     }
 
@@ -196,7 +222,11 @@ impl Loader<'_> {
         let u = |v| self.usize_attr(&node, v);
         let options =
             ConvOptions::new_with_padding([u(g[0])?], [(u(p0)?, u(p1)?)], [u(g[1])?], u(g[2])?);
-        Ok(Conv { weight, bias, options })
+        Ok(Conv {
+            weight,
+            bias,
+            options,
+        })
     }
 
     fn conv_t(&self, module: &str) -> Result<ConvT> {
@@ -208,7 +238,11 @@ impl Loader<'_> {
         let u = |v| self.usize_attr(&node, v);
         let p = u(pads.first().copied().unwrap_or(0))?;
         let options = ConvTransposeOptions::new([u(g[0])?], [p], [0], [u(g[1])?], u(g[2])?);
-        Ok(ConvT { weight, bias, options })
+        Ok(ConvT {
+            weight,
+            bias,
+            options,
+        })
     }
 
     /// How many `{prefix}{i}{suffix}` nodes or weights exist, counting from 0.
@@ -264,7 +298,10 @@ impl TextEncoder {
                 let t = l.tensor::<3>(&name)?;
                 let [share, span, kc] = t.dims();
                 if share != 1 || span % 2 == 0 || kc == 0 || hidden % kc != 0 {
-                    return Err(l.bad(&name, format!("shape {:?} is not [1, 2w+1, head dim]", t.dims())));
+                    return Err(l.bad(
+                        &name,
+                        format!("shape {:?} is not [1, 2w+1, head dim]", t.dims()),
+                    ));
                 }
                 Ok(t.reshape([span, kc]))
             };
@@ -285,7 +322,13 @@ impl TextEncoder {
                 norm2: l.norm(&format!("/enc_p/encoder/norm_layers_2.{i}"))?,
             });
         }
-        Ok(Self { emb, layers, proj: l.conv("/enc_p/proj")?, heads, window })
+        Ok(Self {
+            emb,
+            layers,
+            proj: l.conv("/enc_p/proj")?,
+            heads,
+            window,
+        })
     }
 
     /// `(hidden [1,H,T], mean [1,C,T], log-scale [1,C,T])` for phoneme ids.
@@ -318,7 +361,12 @@ impl TextEncoder {
         let v = split(a.v.forward(x));
         let mut scores = q.clone().matmul(k.swap_dims(2, 3)); // [1,h,t,t]
         let rel_k = self.relative_embeddings(a.rel_k.clone(), t); // [2t-1, kc]
-        let rel_logits = q.matmul(rel_k.transpose().reshape([1, 1, kc, 2 * t - 1]).repeat_dim(1, h));
+        let rel_logits = q.matmul(
+            rel_k
+                .transpose()
+                .reshape([1, 1, kc, 2 * t - 1])
+                .repeat_dim(1, h),
+        );
         scores = scores + relative_to_absolute(rel_logits);
         let p = softmax(scores, 3);
         let mut out = p.clone().matmul(v); // [1,h,t,kc]
@@ -353,7 +401,9 @@ fn relative_to_absolute(x: Tensor<4>) -> Tensor<4> {
     let x = Tensor::cat(vec![x, Tensor::zeros([b, h, t, 1], &dev)], 3); // [.., t, 2t]
     let flat = x.reshape([b, h, 2 * t * t]);
     let flat = Tensor::cat(vec![flat, Tensor::zeros([b, h, t - 1], &dev)], 2);
-    flat.reshape([b, h, t + 1, 2 * t - 1]).narrow(2, 0, t).narrow(3, t - 1, t)
+    flat.reshape([b, h, t + 1, 2 * t - 1])
+        .narrow(2, 0, t)
+        .narrow(3, t - 1, t)
 }
 
 /// The inverse view: `[1,h,t,t]` → `[1,h,t,2t-1]`, `out[i][r] = x[i][i+r-(t-1)]`.
@@ -419,7 +469,13 @@ enum DurationFlow {
     /// `(z - m) · exp(-logs)` (the export stores `exp(-logs)` folded).
     Affine { m: Tensor<3>, inv_scale: Tensor<3> },
     /// A rational-quadratic spline on channel 1 conditioned on channel 0.
-    Spline { pre: Conv, convs: DdsConv, proj: Conv, bins: usize, filters: usize },
+    Spline {
+        pre: Conv,
+        convs: DdsConv,
+        proj: Conv,
+        bins: usize,
+        filters: usize,
+    },
 }
 
 /// `modules.StochasticDurationPredictor`, reverse direction only.
@@ -460,7 +516,10 @@ impl DurationPredictor {
                     let filters = pre.out_channels();
                     let out = proj.out_channels();
                     if out % 3 != 2 {
-                        return Err(l.bad(&format!("{m}/proj"), format!("{out} outputs is not 3·bins − 1")));
+                        return Err(l.bad(
+                            &format!("{m}/proj"),
+                            format!("{out} outputs is not 3·bins − 1"),
+                        ));
                     }
                     flows.push(DurationFlow::Spline {
                         pre,
@@ -482,13 +541,21 @@ impl DurationPredictor {
 
     /// Log-durations `[1,1,T]` for encoder output `x` and noise `[1,2,T]`.
     fn forward(&self, x: Tensor<3>, noise: Tensor<3>) -> Tensor<3> {
-        let x = self.proj.forward(self.convs.forward(self.pre.forward(x), None));
+        let x = self
+            .proj
+            .forward(self.convs.forward(self.pre.forward(x), None));
         let mut z = noise;
         for flow in &self.flows {
             z = match flow {
                 DurationFlow::Flip => z.flip([1]),
                 DurationFlow::Affine { m, inv_scale } => (z - m.clone()) * inv_scale.clone(),
-                DurationFlow::Spline { pre, convs, proj, bins, filters } => {
+                DurationFlow::Spline {
+                    pre,
+                    convs,
+                    proj,
+                    bins,
+                    filters,
+                } => {
                     let z0 = z.clone().narrow(1, 0, 1);
                     let z1 = z.narrow(1, 1, 1);
                     let h = proj.forward(convs.forward(pre.forward(z0.clone()), Some(x.clone())));
@@ -551,7 +618,10 @@ fn inverse_spline(y: Tensor<3>, h: Tensor<3>, bins: usize, filters: usize) -> Te
     let disc = qb.clone().powi_scalar(2) - qa * qc.clone() * 4.0;
     let root = (qc * 2.0) / (-qb - disc.sqrt());
     let out = root * in_w + in_cw;
-    let inside = x.clone().greater_equal_elem(-b).bool_and(x.clone().lower_equal_elem(b));
+    let inside = x
+        .clone()
+        .greater_equal_elem(-b)
+        .bool_and(x.clone().lower_equal_elem(b));
     x.mask_where(inside, out).swap_dims(1, 2)
 }
 
@@ -658,7 +728,10 @@ impl Decoder {
         let ups = l.count(|i| l.has_node(&format!("/dec/ups.{i}/ConvTranspose")));
         let blocks = l.count(|i| l.has_node(&format!("/dec/resblocks.{i}/convs.0/Conv")));
         if ups == 0 || blocks % ups != 0 {
-            return Err(l.bad("/dec", format!("{ups} upsampling stages and {blocks} residual blocks")));
+            return Err(l.bad(
+                "/dec",
+                format!("{ups} upsampling stages and {blocks} residual blocks"),
+            ));
         }
         let per = blocks / ups;
         let mut stages = Vec::with_capacity(ups);
@@ -667,11 +740,19 @@ impl Decoder {
             for b in s * per..(s + 1) * per {
                 let m = format!("/dec/resblocks.{b}");
                 let n = l.count(|j| l.has_node(&format!("{m}/convs.{j}/Conv")));
-                res.push((0..n).map(|j| l.conv(&format!("{m}/convs.{j}"))).collect::<Result<_>>()?);
+                res.push(
+                    (0..n)
+                        .map(|j| l.conv(&format!("{m}/convs.{j}")))
+                        .collect::<Result<_>>()?,
+                );
             }
             stages.push((l.conv_t(&format!("/dec/ups.{s}"))?, res));
         }
-        Ok(Self { pre: l.conv("/dec/conv_pre")?, stages, post: l.conv("/dec/conv_post")? })
+        Ok(Self {
+            pre: l.conv("/dec/conv_pre")?,
+            stages,
+            post: l.conv("/dec/conv_post")?,
+        })
     }
 
     fn forward(&self, z: Tensor<3>) -> Tensor<3> {
@@ -724,7 +805,11 @@ impl Vits {
     pub fn load(file: &OnnxFile, dev: &Device) -> Result<Self> {
         let l = Loader { file, dev };
         let dec = Decoder::load(&l)?;
-        let hop = dec.stages.iter().map(|(u, _)| u.options.stride[0]).product();
+        let hop = dec
+            .stages
+            .iter()
+            .map(|(u, _)| u.options.stride[0])
+            .product();
         Ok(Self {
             device: dev.clone(),
             enc: TextEncoder::load(&l)?,
@@ -771,7 +856,10 @@ impl Vits {
             .flat_map(|(i, &d)| std::iter::repeat_n(i as i64, d as usize))
             .collect();
         if frames.is_empty() {
-            return Synthesis { samples: Vec::new(), durations };
+            return Synthesis {
+                samples: Vec::new(),
+                durations,
+            };
         }
         let n = frames.len();
         let index = Tensor::<1, Int>::from_data(TensorData::new(frames, [n]), dev);
@@ -784,6 +872,9 @@ impl Vits {
         }
         let z = self.flow.reverse(z);
         let audio = self.dec.forward(z);
-        Synthesis { samples: audio.into_data().iter::<f32>().collect(), durations }
+        Synthesis {
+            samples: audio.into_data().iter::<f32>().collect(),
+            durations,
+        }
     }
 }
