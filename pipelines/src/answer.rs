@@ -282,7 +282,8 @@ impl Worker {
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|c| !c.same_as(&job.cancel));
             if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-                self.state.set(State::Idle);
+                // An answer still being spoken keeps `speaking`.
+                self.state.set_if(&[State::Thinking], State::Idle);
             }
             let _ = job.events.blocking_send(outcome);
         }

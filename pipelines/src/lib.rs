@@ -9,11 +9,15 @@
 //!   within a token budget, oldest turns dropped first.
 //! - [`transcribe::transcribe_clip`] cuts recorded audio into speech with
 //!   Silero VAD and transcribes each piece with whisper.
+//! - [`speak::Speaker`] speaks answers with the Piper voice as they stream:
+//!   sentence by sentence on a thread of its own, into the loudspeaker,
+//!   stopped at once by `stop`, a new question or a barge-in.
 //! - [`state::StateBus`] broadcasts the assistant's [`state::State`] so every
 //!   front end (socket, D-Bus) shows the same truth.
 
 pub mod answer;
 pub mod conversation;
 pub mod listen;
+pub mod speak;
 pub mod state;
 pub mod transcribe;

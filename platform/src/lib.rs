@@ -7,6 +7,8 @@
 //!   exercise the same path as the microphone.
 //! - [`mic`]: the microphone (cpal), with device errors reported as events
 //!   and capture restarted when the device comes back.
+//! - [`speaker`]: playback (cpal) of mono audio at any rate, resampled to
+//!   the device, with a bounded queue and a click-free flush.
 //! - [`frames`]: images decoded safely (pixel count checked before any
 //!   decoding), scored for sharpness, kept in a [`frames::FrameStore`];
 //!   [`frames::ImageSource`] is a camera made of image files.
@@ -19,3 +21,4 @@ pub mod audio;
 pub mod camera;
 pub mod frames;
 pub mod mic;
+pub mod speaker;
