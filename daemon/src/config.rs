@@ -49,6 +49,53 @@ pub struct Config {
     pub listen: ListenConfig,
     /// Images and the camera.
     pub vision: VisionConfig,
+    /// Spoken answers.
+    pub speech: SpeechConfig,
+}
+
+/// The catalogue's default voice (licence checked: see store/catalog.toml).
+pub const DEFAULT_VOICE: &str = "piper-en-us-ljspeech-medium";
+
+/// `[speech]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpeechConfig {
+    /// Whether answers are spoken at all (`set {speech}` changes it while
+    /// running). Muting the microphone does not silence speech; this does.
+    pub enabled: bool,
+    /// The Piper voice: a catalogue name (`seer models list`) or an `.onnx`
+    /// file with its `.onnx.json` beside it.
+    pub voice: String,
+    /// Output device whose name contains this; not set: the default one.
+    #[serde(
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub device: Option<String>,
+    /// Speaking rate: 1 is the voice's own, 1.25 a quarter faster (the
+    /// voice's `length_scale` is divided by it).
+    pub rate: f32,
+    /// Loudness, 0-2 (1 = as synthesised).
+    pub volume: f32,
+    /// Hands-free questions are answered aloud (typed questions and
+    /// push-to-talk when their client asks: `ask {speak: true}`).
+    pub hands_free: bool,
+    /// Start speaking at the first comma of a long first sentence.
+    pub early_start: bool,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            voice: DEFAULT_VOICE.into(),
+            device: None,
+            rate: 1.0,
+            volume: 1.0,
+            hands_free: true,
+            early_start: true,
+        }
+    }
 }
 
 /// `[vision]`
@@ -655,6 +702,19 @@ impl Config {
                 l.hangover_ms
             )));
         }
+        let sp = &self.speech;
+        if !(sp.rate >= 0.25 && sp.rate <= 4.0) {
+            return Err(invalid(format!(
+                "speech.rate = {} must be between 0.25 and 4",
+                sp.rate
+            )));
+        }
+        if !(0.0..=2.0).contains(&sp.volume) {
+            return Err(invalid(format!(
+                "speech.volume = {} must be between 0 and 2",
+                sp.volume
+            )));
+        }
         if !(0.0..=3600.0).contains(&l.follow_up_seconds) {
             return Err(invalid(format!(
                 "listen.follow_up_seconds = {} must be between 0 and 3600",
@@ -703,6 +763,7 @@ impl Config {
             Ok(f) => (f, None),
             Err(e) => (None, Some(e)),
         };
+        let (voice, speech_off) = self.voice(&store).map_err(missing)?;
         let group = match &self.socket.group {
             None => None,
             Some(g) => Some(resolve_group(g).map_err(|message| ConfigError::Invalid {
@@ -722,9 +783,47 @@ impl Config {
             model,
             vision,
             vision_off,
+            voice,
+            speech_off,
             camera,
             config: self,
         })
+    }
+
+    /// The voice's `.onnx`, or why speech is off. A file that is named
+    /// must be there (with its `.onnx.json`); a catalogue voice that is
+    /// not installed turns speech off with the pull command.
+    fn voice(&self, store: &ModelStore) -> Result<(Option<PathBuf>, Option<String>), String> {
+        let sp = &self.speech;
+        if !sp.enabled {
+            return Ok((None, None));
+        }
+        let as_file = sp.voice.contains('/') || sp.voice.ends_with(".onnx");
+        if as_file {
+            let onnx = PathBuf::from(&sp.voice);
+            let json = seer_models::piper::config_path(&onnx);
+            if !onnx.is_file() {
+                return Err(format!("speech.voice = {:?}: no such file", sp.voice));
+            }
+            if !json.is_file() {
+                return Err(format!(
+                    "speech.voice = {:?}: its config {} is missing (a Piper voice is NAME.onnx + NAME.onnx.json)",
+                    sp.voice,
+                    json.display()
+                ));
+            }
+            return Ok((Some(onnx), None));
+        }
+        match store.resolve(&sp.voice) {
+            Ok(p) => Ok((Some(p), None)),
+            Err(e) => Ok((
+                None,
+                Some(format!(
+                    "speech.voice = {:?} is not installed ({e}); `seer models pull {}` installs it",
+                    sp.voice, sp.voice
+                )),
+            )),
+        }
     }
 
     /// The language model's file, or its catalogue name while a lazy model
@@ -781,6 +880,10 @@ pub struct Resolved {
     pub vision_off: Option<String>,
     /// Where camera frames come from; `None`: no camera.
     pub camera: Option<crate::camera::Source>,
+    /// The voice's `.onnx`; `None`: speech is off.
+    pub voice: Option<PathBuf>,
+    /// Why speech is off although it is enabled (voice not installed).
+    pub speech_off: Option<String>,
 }
 
 /// Resolves `socket.group` (a name from /etc/group, or a numeric id).

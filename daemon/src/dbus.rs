@@ -22,7 +22,13 @@ pub const NAME: &str = "org.seer.Assistant1";
 /// Object path.
 pub const PATH: &str = "/org/seer/Assistant1";
 /// The option keys `Ask` accepts.
-pub const ASK_OPTIONS: &[&str] = &["image_path", "use_camera", "max_tokens", "conversation"];
+pub const ASK_OPTIONS: &[&str] = &[
+    "image_path",
+    "use_camera",
+    "max_tokens",
+    "conversation",
+    "speak",
+];
 
 /// Errors returned to D-Bus callers, named `org.seer.Assistant1.Error.<Variant>`:
 /// one per protocol [`Code`], plus `Cancelled`.
@@ -146,6 +152,10 @@ fn question(text: String, options: &HashMap<String, OwnedValue>) -> Result<Quest
                     set_image(&mut q, ImageRef::Camera)?;
                 }
             }
+            "speak" => {
+                q.speak =
+                    bool::try_from(value).map_err(|_| bad("option speak must be a boolean (b)"))?;
+            }
             other => {
                 return Err(bad(format!(
                     "unknown option `{other}` (known: {})",
@@ -176,7 +186,8 @@ async fn answer(mut turn: TurnHandle) -> Result<String, Error> {
 impl Assistant {
     /// Answers `text`; replies once the answer is complete. Options:
     /// `max_tokens` (u), `conversation` (s), `image_path` (s, a photo to
-    /// look at) and `use_camera` (b, look through the camera).
+    /// look at), `use_camera` (b, look through the camera) and `speak` (b,
+    /// also say the answer aloud; the reply does not wait for the speech).
     async fn ask(
         &self,
         text: String,
@@ -212,9 +223,26 @@ impl Assistant {
         }
     }
 
-    /// Cancels every queued and running question.
+    /// Cancels every queued and running question and silences speech.
     async fn stop(&self) {
         self.service.stop_all();
+    }
+
+    /// Says `text` aloud; replies as soon as it is queued (`Speaking`
+    /// shows the audio). Fails when no voice is loaded or speech is off.
+    async fn speak(&self, text: String) -> Result<(), Error> {
+        let mut turn = self.service.say(&text)?;
+        tokio::spawn(async move {
+            while let Some(ev) = turn.events.recv().await {
+                if let Event::SpeechEnd {
+                    message: Some(m), ..
+                } = ev
+                {
+                    tracing::warn!("D-Bus Speak: {m}");
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Version, models and capabilities, as the socket's `describe` reports
@@ -229,6 +257,7 @@ impl Assistant {
             ("vision", c.vision),
             ("camera", c.camera),
             ("models", c.models),
+            ("speech", c.speech),
         ]
         .into();
         let mut out = HashMap::new();
@@ -242,6 +271,25 @@ impl Assistant {
     #[zbus(property)]
     async fn state(&self) -> String {
         self.service.state().as_str().to_owned()
+    }
+
+    /// Whether Seer's voice is playing now; every change is announced.
+    #[zbus(property)]
+    async fn speaking(&self) -> bool {
+        self.service.speaking()
+    }
+
+    /// Whether answers may be spoken (`[speech] enabled`). Muting does not
+    /// silence speech; turning this off does, at once.
+    #[zbus(property)]
+    async fn speech_enabled(&self) -> bool {
+        self.service.speech_available()
+    }
+
+    /// Turns speech on or off.
+    #[zbus(property)]
+    async fn set_speech_enabled(&mut self, on: bool) {
+        self.service.set_speech(on);
     }
 
     /// The privacy switch: while true, microphone and camera stay off.
@@ -421,7 +469,9 @@ fn announce(iface: InterfaceRef<Assistant>, service: &ServiceAssistant) {
     on_each(service.subscribe_state(), move |_| {
         let i = i.clone();
         Some(Box::pin(async move {
-            let _ = i.get().await.state_changed(i.signal_emitter()).await;
+            let obj = i.get().await;
+            let _ = obj.state_changed(i.signal_emitter()).await;
+            let _ = obj.speaking_changed(i.signal_emitter()).await;
         }))
     });
     let i = iface.clone();

@@ -80,6 +80,7 @@ pub const SUPPORTED: &[&str] = &[
     "listen.start",
     "listen.stop",
     "set",
+    "say",
 ];
 
 /// Broadcast topics a client may subscribe to.
@@ -174,6 +175,17 @@ pub enum Request {
         /// Mute (true) or unmute the microphone and camera.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         muted: Option<bool>,
+        /// Turn spoken answers on or off (muting does not silence them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        speech: Option<bool>,
+    },
+    /// Speak `text` aloud.
+    #[serde(rename = "say")]
+    Say {
+        /// Echoed by `speech.start` and `speech.end`; `cancel` takes it.
+        id: String,
+        /// What to say.
+        text: String,
     },
 }
 
@@ -197,6 +209,9 @@ pub struct AskRequest {
     /// An image to look at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageRef>,
+    /// Also speak the answer aloud (then `speech.end` is the last event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speak: Option<bool>,
 }
 
 impl AskRequest {
@@ -209,6 +224,7 @@ impl AskRequest {
             max_tokens: None,
             stream: None,
             image: None,
+            speak: None,
         }
     }
 }
@@ -384,6 +400,9 @@ pub struct Status {
     pub camera: CameraStatus,
     /// Turns waiting or running.
     pub pending: usize,
+    /// Whether answers can be spoken now (a voice is loaded and speech is
+    /// on).
+    pub speech: bool,
     /// The language model.
     pub model: ModelInfo,
     /// Seconds since start.
@@ -405,6 +424,8 @@ pub struct Capabilities {
     pub camera: bool,
     /// `models.list` / `models.pull`.
     pub models: bool,
+    /// Spoken answers (`say`, `ask {speak}`): a voice is configured.
+    pub speech: bool,
 }
 
 /// `describe.models`.
@@ -414,6 +435,8 @@ pub struct Models {
     pub language: ModelInfo,
     /// The vision-language model (`null` when vision is off).
     pub vision: Option<VisionInfo>,
+    /// The voice's `.onnx` (`null` when speech is off).
+    pub voice: Option<PathBuf>,
 }
 
 /// `describe`.
@@ -516,6 +539,26 @@ pub enum Event {
     Set {
         /// The privacy switch now.
         muted: bool,
+        /// Whether answers are spoken now.
+        speech: bool,
+    },
+    /// Audio of the request began to play.
+    #[serde(rename = "speech.start")]
+    SpeechStart {
+        /// The voice's sample rate, Hz.
+        sample_rate: u32,
+    },
+    /// The request's speech is over; for a spoken request this is the
+    /// last event.
+    #[serde(rename = "speech.end")]
+    SpeechEnd {
+        /// `done`, `cancelled` or `error`.
+        reason: String,
+        /// What failed (`reason: error`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// Seconds of audio played.
+        audio_s: f64,
     },
     /// `status`.
     #[serde(rename = "status")]
@@ -687,7 +730,13 @@ fn check(req: &Request) -> Result<(), String> {
         Request::ModelsPull { id, name } if id.is_empty() || name.is_empty() => {
             Err("models.pull: `id` and `name` must not be empty".into())
         }
-        Request::Set { muted: None, .. } => Err("set: nothing to set (settable: `muted`)".into()),
+        Request::Set {
+            muted: None,
+            speech: None,
+            ..
+        } => Err("set: nothing to set (settable: `muted`, `speech`)".into()),
+        Request::Say { id, .. } if id.is_empty() => Err("say: `id` is empty".into()),
+        Request::Say { text, .. } if text.trim().is_empty() => Err("say: `text` is empty".into()),
         _ => Ok(()),
     }
 }
@@ -765,7 +814,8 @@ mod tests {
             parse(br#"{"v":1,"type":"set","id":"m","muted":true}"#).expect("set"),
             Request::Set {
                 id: Some("m".into()),
-                muted: Some(true)
+                muted: Some(true),
+                speech: None,
             }
         );
         assert_eq!(

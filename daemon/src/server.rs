@@ -330,12 +330,23 @@ impl Conn {
                 self.client.send(id.as_deref(), &Event::Stopped {});
             }
             Request::Subscribe { id, events } => self.subscribe(id.as_deref(), events),
-            Request::Set { id, muted } => {
+            Request::Set { id, muted, speech } => {
                 if let Some(muted) = muted {
                     a.set_muted(muted);
                 }
-                let ev = Event::Set { muted: a.muted() };
+                if let Some(on) = speech {
+                    a.set_speech(on);
+                }
+                let ev = Event::Set {
+                    muted: a.muted(),
+                    speech: a.speech_available(),
+                };
                 self.client.send(id.as_deref(), &ev);
+            }
+            Request::Say { id, text } => {
+                if self.id_free(&id) {
+                    self.start(id, a.say(&text));
+                }
             }
             Request::Status { id } => self.client.send(id.as_deref(), &Event::Status(a.status())),
             Request::Describe { id } => self
@@ -396,7 +407,7 @@ impl Conn {
         let (client, requests) = (self.client.clone(), self.requests.clone());
         tokio::spawn(async move {
             while let Some(ev) = handle.events.recv().await {
-                let last = ev.is_final();
+                let last = handle.ends_with(&ev);
                 if last {
                     // Free before the client hears the end, so it may
                     // reuse the id at once.

@@ -26,6 +26,8 @@ pub enum Role {
     Language,
     /// Vision encoder + language model.
     VisionLanguage,
+    /// Text to speech (a Piper voice: `.onnx` + `.onnx.json`).
+    Voice,
 }
 
 impl Role {
@@ -36,6 +38,7 @@ impl Role {
             Role::Vad => "vad",
             Role::Language => "language",
             Role::VisionLanguage => "vision-language",
+            Role::Voice => "voice",
         }
     }
 }
@@ -350,6 +353,7 @@ mod tests {
             Role::Vad,
             Role::Language,
             Role::VisionLanguage,
+            Role::Voice,
         ] {
             let pulled = c.select(c.default_profile()).expect("default profile");
             assert!(

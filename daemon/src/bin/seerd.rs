@@ -9,7 +9,7 @@ use seer_daemon::dbus;
 use seer_daemon::listen::Listener;
 use seer_daemon::protocol::{ModelInfo, VisionInfo};
 use seer_daemon::server::{self, Shared};
-use seer_daemon::service::{Assistant, Parts};
+use seer_daemon::service::{Assistant, Parts, SpeechPolicy};
 use seer_daemon::systemd;
 use seer_models::device;
 use seer_models::generate::{Engine, EngineOptions};
@@ -85,6 +85,9 @@ fn run() -> Result<()> {
     let resolved = config.resolve(path.as_deref())?;
     if let Some(why) = &resolved.vision_off {
         tracing::warn!("vision is off: {why}");
+    }
+    if let Some(why) = &resolved.speech_off {
+        tracing::warn!("speech is off, answers are text only: {why}");
     }
     let c = &resolved.config;
     if c.model.threads > 0 {
@@ -177,6 +180,7 @@ async fn serve(r: Resolved, answerer: Answerer, state: StateBus) -> Result<()> {
     // Resolving the speech models reads the models directory.
     let (listen, model) = (c.listen.clone(), c.model.clone());
     let st = state.clone();
+    let state_for_speech = state.clone();
     let (ears, heard) = tokio::task::spawn_blocking(move || Listener::start(listen, model, st))
         .await?
         .map_err(anyhow::Error::msg)?;
@@ -197,6 +201,12 @@ async fn serve(r: Resolved, answerer: Answerer, state: StateBus) -> Result<()> {
         }),
         max_image_pixels: c.vision.max_pixels,
         voice_camera: c.vision.voice_camera,
+        speaker: speaker(r.voice.clone(), &c.speech, state_for_speech)?,
+        speech_policy: SpeechPolicy {
+            hands_free: c.speech.hands_free,
+        },
+        speech_enabled: c.speech.enabled,
+        voice: r.voice.clone(),
     });
     let _dbus = match start_dbus(c.dbus.bus, c.dbus.required, &assistant).await {
         Ok(conn) => conn,
@@ -233,6 +243,33 @@ async fn serve(r: Resolved, answerer: Answerer, state: StateBus) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The speech stage for `voice` (none: speech is off). The voice loads on
+/// the speech thread, on the CPU: HiFi-GAN's convolutions run well on
+/// burn's CPU backend, and a GPU is left to the language model.
+fn speaker(
+    voice: Option<PathBuf>,
+    cfg: &seer_daemon::config::SpeechConfig,
+    state: StateBus,
+) -> Result<Option<seer_pipelines::speak::Speaker>> {
+    use seer_pipelines::speak::{SpeechOptions, Speaker};
+    let Some(onnx) = voice else { return Ok(None) };
+    let rate = cfg.rate;
+    let load = Box::new(move || {
+        let dev = device::open(device::BackendKind::Cpu)?;
+        let v = seer_models::piper::Voice::load(&onnx, None, &dev.device)?;
+        Ok(v)
+    });
+    let opts = SpeechOptions {
+        device: cfg.device.clone(),
+        volume: cfg.volume,
+        length_scale: None,
+        rate,
+        cut_first_clause: cfg.early_start,
+    };
+    let s = Speaker::start(load, opts, state).context("starting the speech thread")?;
+    Ok(Some(s))
 }
 
 /// Serves D-Bus as `[dbus]` says: `None` when it is off or there is no bus

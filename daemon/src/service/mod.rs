@@ -12,10 +12,13 @@
 //! - [`turn`]: typed questions, image loading, the answer's events.
 //! - [`voice`]: push-to-talk and hands-free speech becoming turns, and the
 //!   `voice` broadcast.
+//! - [`speech`]: which turns are spoken aloud, `say`, barge-in.
 
+mod speech;
 mod turn;
 mod voice;
 
+pub use speech::SpeechPolicy;
 pub use turn::{Canceller, Question, TurnHandle};
 pub use voice::Broadcast;
 
@@ -58,6 +61,14 @@ pub struct Parts {
     pub max_image_pixels: u64,
     /// When spoken questions look through the camera.
     pub voice_camera: VoiceCamera,
+    /// The speech stage (`None`: no voice, answers are text only).
+    pub speaker: Option<seer_pipelines::speak::Speaker>,
+    /// Which turns speak.
+    pub speech_policy: SpeechPolicy,
+    /// `[speech] enabled` at start.
+    pub speech_enabled: bool,
+    /// The voice's `.onnx`, as `describe` names it.
+    pub voice: Option<std::path::PathBuf>,
 }
 
 /// The assistant. Cheap to share (`Arc`); every method is safe to call
@@ -76,6 +87,8 @@ pub struct Assistant {
     voice: broadcast::Sender<Broadcast>,
     camera_events: broadcast::Sender<Event>,
     captures: AtomicU64,
+    speech: speech::SpeechParts,
+    voice_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Assistant {
@@ -108,6 +121,12 @@ impl Assistant {
             voice: broadcast::channel(BROADCAST).0,
             camera_events: broadcast::channel(BROADCAST).0,
             captures: AtomicU64::new(0),
+            speech: speech::SpeechParts::new(
+                parts.speaker,
+                parts.speech_policy,
+                parts.speech_enabled,
+            ),
+            voice_file: parts.voice,
         });
         if let Some(heard) = parts.heard {
             tokio::spawn(voice::hands_free(Arc::downgrade(&this), heard));
@@ -128,6 +147,7 @@ impl Assistant {
             microphone: self.listener.microphone_active(),
             camera: self.camera.describe(),
             pending: self.answerer.pending(),
+            speech: self.speech_available(),
             model: self.language.clone(),
             uptime_s: self.started.elapsed().as_secs(),
         }
@@ -149,17 +169,21 @@ impl Assistant {
                 vision: self.vision.is_some(),
                 camera: self.camera.configured(),
                 models: true,
+                speech: self.voice_file.is_some(),
             },
             models: ModelsInfo {
                 language: self.language.clone(),
                 vision: self.vision.clone(),
+                voice: self.voice_file.clone(),
             },
         }
     }
 
-    /// Cancels every queued and running turn, whoever asked.
+    /// Cancels every queued and running turn, whoever asked, and
+    /// silences speech.
     pub fn stop_all(&self) {
         self.answerer.stop_all();
+        self.stop_speaking();
     }
 
     /// Turns waiting or running.

@@ -2,10 +2,12 @@
 //! the answer stage, its events translated once into protocol [`Event`]s.
 
 use super::Assistant;
+use super::speech::{Origin, Spoken, next_speech, speak_to_end, speech_event};
 use crate::error::ServiceError;
 use crate::protocol::{Activity, AskRequest, Event, ImageRef};
 use seer_cancel::CancelToken;
 use seer_pipelines::answer::{Ask, Turn, TurnEvent};
+use seer_pipelines::speak::SpeechEvent;
 use seer_pipelines::state::State;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
@@ -27,6 +29,8 @@ pub struct Question {
     pub image: Option<ImageRef>,
     /// Whether `answer.delta` events are wanted.
     pub stream: bool,
+    /// Whether the answer is also spoken aloud.
+    pub speak: bool,
 }
 
 impl Question {
@@ -38,6 +42,7 @@ impl Question {
             max_tokens: None,
             image: None,
             stream: true,
+            speak: false,
         }
     }
 }
@@ -50,6 +55,7 @@ impl From<AskRequest> for Question {
             max_tokens: a.max_tokens,
             image: a.image,
             stream: a.stream.unwrap_or(true),
+            speak: a.speak.unwrap_or(false),
         }
     }
 }
@@ -60,8 +66,8 @@ impl From<AskRequest> for Question {
 pub struct Canceller {
     token: CancelToken,
     /// Wakes a queued turn's forwarder so it reports `cancelled` at once
-    /// instead of when the worker reaches it.
-    now: Arc<Notify>,
+    /// instead of when the worker reaches it, and a spoken one's speech.
+    pub(super) now: Arc<Notify>,
 }
 
 impl Canceller {
@@ -96,6 +102,7 @@ pub struct TurnHandle {
     pub events: mpsc::Receiver<Event>,
     canceller: Canceller,
     capture: Option<String>,
+    speaks: bool,
 }
 
 impl TurnHandle {
@@ -104,6 +111,23 @@ impl TurnHandle {
             events,
             canceller,
             capture: None,
+            speaks: false,
+        }
+    }
+
+    /// Marks a request whose last event is `speech.end`.
+    pub(super) fn speaking(mut self) -> Self {
+        self.speaks = true;
+        self
+    }
+
+    /// Whether `ev` is this request's last event: `speech.end` for a
+    /// spoken one (it follows the answer's end), else [`Event::is_final`].
+    pub fn ends_with(&self, ev: &Event) -> bool {
+        if self.speaks {
+            matches!(ev, Event::SpeechEnd { .. })
+        } else {
+            ev.is_final()
         }
     }
 
@@ -140,30 +164,37 @@ impl Assistant {
             max_tokens: q.max_tokens,
             image: None,
         };
+        let origin = if q.speak { Origin::AskedToSpeak } else { Origin::Typed };
+        // Decided now, so the handle knows how it ends.
+        let spoken = self.utterance_for(origin);
+        let speaks = spoken.is_some();
         match q.image {
-            None => self.answer(ask, q.stream, tx, canceller.clone()),
+            None => self.answer(ask, q.stream, spoken, tx, canceller.clone()),
             Some(image) => {
                 let (this, c) = (self.clone(), canceller.clone());
                 tokio::spawn(async move {
-                    match this.look_at(image).await {
-                        Err(e) => {
-                            let _ = tx.send(e.into()).await;
-                        }
-                        Ok(_) if c.is_cancelled() => {
-                            let _ = tx.send(Event::Cancelled {}).await;
-                        }
+                    let ended = match this.look_at(image).await {
+                        Err(e) => e.into(),
+                        Ok(_) if c.is_cancelled() => Event::Cancelled {},
                         Ok(img) => {
                             let ask = Ask {
                                 image: Some(img),
                                 ..ask
                             };
-                            this.answer(ask, q.stream, tx, c);
+                            this.answer(ask, q.stream, spoken, tx, c);
+                            return;
                         }
+                    };
+                    let _ = tx.send(ended).await;
+                    if let Some(s) = spoken {
+                        s.utterance.cancel();
+                        speak_to_end(s, None, tx, c).await;
                     }
                 });
             }
         }
-        TurnHandle::new(rx, canceller)
+        let handle = TurnHandle::new(rx, canceller);
+        if speaks { handle.speaking() } else { handle }
     }
 
     /// The image, decoded and bounded; refused when nothing can look at it.
@@ -184,23 +215,29 @@ impl Assistant {
         Ok(img)
     }
 
-    /// Queues `ask` and forwards its events to `tx`.
+    /// Queues `ask` and forwards its events to `tx`; `spoken` speaks the
+    /// answer as it streams.
     pub(super) fn answer(
         &self,
         ask: Ask,
         stream: bool,
+        spoken: Option<Spoken>,
         tx: mpsc::Sender<Event>,
         canceller: Canceller,
     ) {
         match self.answerer.submit_with(ask, canceller.token()) {
             Ok(turn) => {
-                tokio::spawn(forward(turn, stream, tx, canceller));
+                tokio::spawn(forward(turn, stream, spoken, tx, canceller));
             }
             Err(e) => {
                 // A spoken question leaves `transcribing` for its answer to
                 // replace; with no answer coming, clear it.
                 self.state.set_if(&[State::Transcribing], State::Idle);
                 let _ = tx.try_send(ServiceError::from(e).into());
+                if let Some(s) = spoken {
+                    s.utterance.cancel();
+                    tokio::spawn(speak_to_end(s, None, tx, canceller));
+                }
             }
         }
     }
@@ -208,26 +245,68 @@ impl Assistant {
 
 /// Forwards a turn's events until its last one. A turn still queued when
 /// it is cancelled reports `cancelled` at once (the worker skips it later).
-async fn forward(mut turn: Turn, stream: bool, tx: mpsc::Sender<Event>, c: Canceller) {
+/// A spoken turn feeds its deltas to the utterance and ends with the
+/// speech's end, after the answer's.
+async fn forward(
+    mut turn: Turn,
+    stream: bool,
+    mut spoken: Option<Spoken>,
+    tx: mpsc::Sender<Event>,
+    c: Canceller,
+) {
     let mut started = false;
+    let mut speech_end = None;
     loop {
         let ev = tokio::select! {
             ev = turn.events.recv() => ev,
             _ = c.now.notified(), if !started => {
                 let _ = tx.send(Event::Cancelled {}).await;
-                return;
+                if let Some(s) = &spoken {
+                    s.utterance.cancel();
+                }
+                break;
+            }
+            Some(sev) = next_speech(&mut spoken), if speech_end.is_none() => {
+                match sev {
+                    SpeechEvent::Started { .. } => {
+                        let _ = tx.send(speech_event(sev)).await;
+                    }
+                    // Held back: the answer's end comes first.
+                    SpeechEvent::Ended { .. } => speech_end = Some(speech_event(sev)),
+                }
+                continue;
             }
         };
-        let Some(ev) = ev else { return };
+        let Some(ev) = ev else { break };
         started |= matches!(ev, TurnEvent::Thinking);
-        let Some(ev) = answer_event(ev, stream) else {
-            continue;
-        };
-        if tx.send(ev).await.is_err() {
+        let last = matches!(
+            ev,
+            TurnEvent::End { .. } | TurnEvent::Cancelled | TurnEvent::Failed(_)
+        );
+        if let Some(s) = spoken.as_mut() {
+            match &ev {
+                TurnEvent::Delta(text) => s.utterance.push(text),
+                TurnEvent::End { .. } => s.utterance.finish(),
+                TurnEvent::Cancelled | TurnEvent::Failed(_) => s.utterance.cancel(),
+                _ => {}
+            }
+        }
+        if let Some(ev) = answer_event(ev, stream)
+            && tx.send(ev).await.is_err()
+        {
             // Nobody is listening for the answer any more.
             turn.cancel.cancel();
+            if let Some(s) = &spoken {
+                s.utterance.cancel();
+            }
             return;
         }
+        if last {
+            break;
+        }
+    }
+    if let Some(s) = spoken {
+        speak_to_end(s, speech_end, tx, c).await;
     }
 }
 

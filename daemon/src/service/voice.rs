@@ -3,6 +3,7 @@
 //! the answer), and every front end learns of it from the typed `voice`
 //! broadcast.
 
+use super::speech::{Origin, Spoken, speak_to_end};
 use super::{Assistant, Canceller, TurnHandle};
 use crate::config::VoiceCamera;
 use crate::error::ServiceError;
@@ -116,7 +117,7 @@ impl Assistant {
                         let _ = tx.send(Event::Cancelled {}).await;
                         return;
                     }
-                    self.answer_spoken(text, None, tx, c).await;
+                    self.answer_spoken(text, None, None, tx, c).await;
                     return;
                 }
                 PttMsg::Aborted => Event::Cancelled {},
@@ -135,6 +136,7 @@ impl Assistant {
         &self,
         text: String,
         conversation: Option<String>,
+        spoken: Option<Spoken>,
         tx: mpsc::Sender<Event>,
         c: Canceller,
     ) {
@@ -143,6 +145,10 @@ impl Assistant {
             let _ = tx
                 .send(Event::error(Code::BadRequest, "no speech was heard"))
                 .await;
+            if let Some(s) = spoken {
+                s.utterance.cancel();
+                speak_to_end(s, None, tx, c).await;
+            }
             return;
         }
         let image = self.frame_for(&text).await;
@@ -152,7 +158,7 @@ impl Assistant {
             max_tokens: None,
             image,
         };
-        self.answer(ask, true, tx, c);
+        self.answer(ask, true, spoken, tx, c);
     }
 
     /// The camera's frame for a spoken question, when `[vision]
@@ -184,18 +190,30 @@ impl Assistant {
 
     /// A hands-free question: asked in `conversation`, its events sent to
     /// `voice` subscribers under `id`.
+    /// Spoken aloud when `[speech] hands_free`; the follow-up window then
+    /// opens when the speech ends, so Seer's own voice is never taken for a
+    /// follow-up question.
     fn voice_turn(self: &Arc<Self>, id: String, text: String, conversation: String) {
         let this = self.clone();
         tokio::spawn(async move {
             let (tx, mut rx) = mpsc::channel(256);
-            this.answer_spoken(text, Some(conversation), tx, Canceller::new())
+            let c = Canceller::new();
+            this.set_voice_turn(Some(c.clone()));
+            let spoken = this.utterance_for(Origin::HandsFree);
+            let speaks = spoken.is_some();
+            this.answer_spoken(text, Some(conversation), spoken, tx, c.clone())
                 .await;
             while let Some(ev) = rx.recv().await {
-                if matches!(ev, Event::AnswerEnd { .. }) {
-                    this.listener.answered();
+                match ev {
+                    Event::AnswerEnd { .. } if !speaks => this.listener.answered(),
+                    Event::SpeechEnd { ref reason, .. } if reason != "cancelled" => {
+                        this.listener.answered();
+                    }
+                    _ => {}
                 }
                 this.publish(Some(id.clone()), ev);
             }
+            this.clear_voice_turn(&c);
         });
     }
 }
@@ -293,6 +311,10 @@ impl Assistant {
                 text: question,
                 woke,
             } => {
+                if woke {
+                    // Barge-in: a new question ends the one being answered.
+                    self.barge_in();
+                }
                 conv.turns += 1;
                 let id = format!("voice-{}", conv.turns);
                 let t = Transcript {
@@ -311,6 +333,7 @@ impl Assistant {
             Heard::Stop => {
                 tracing::info!(transcript = %text, "voice command: stop");
                 self.stop_all();
+                self.stop_speaking();
                 let ev = Event::VoiceCommand {
                     command: "stop".into(),
                     text,
@@ -318,6 +341,7 @@ impl Assistant {
                 self.publish(None, ev);
             }
             Heard::WakeOnly => {
+                self.barge_in();
                 conv.fresh = true;
                 self.publish(None, Event::Wake { text });
             }

@@ -47,9 +47,11 @@ pub struct SpeechOptions {
     pub device: Option<String>,
     /// Gain, 0-2 (1 = as synthesised).
     pub volume: f32,
-    /// Speaking rate: Piper's `length_scale` (above 1 is slower);
-    /// `None` keeps the voice's own.
+    /// Piper's `length_scale` (above 1 is slower); `None` keeps the
+    /// voice's own.
     pub length_scale: Option<f32>,
+    /// Speaking rate on top of that: the length scale is divided by it.
+    pub rate: f32,
     /// Let the first sentence end at a comma, to start speaking sooner.
     pub cut_first_clause: bool,
 }
@@ -60,6 +62,7 @@ impl Default for SpeechOptions {
             device: None,
             volume: 1.0,
             length_scale: None,
+            rate: 1.0,
             cut_first_clause: true,
         }
     }
@@ -189,6 +192,7 @@ impl Speaker {
             tx: Some(tx),
             sentences: Sentences::new(self.cut_first_clause),
             cancel,
+            current: self.current.clone(),
         }
     }
 
@@ -219,6 +223,7 @@ pub struct Utterance {
     tx: Option<std_mpsc::SyncSender<Text>>,
     sentences: Sentences,
     cancel: CancelToken,
+    current: Arc<Mutex<Current>>,
 }
 
 impl Utterance {
@@ -238,10 +243,16 @@ impl Utterance {
         self.tx = None;
     }
 
-    /// Stops this utterance (the flush is the [`Speaker::stop`]'s job when
-    /// it is the one playing; this only ends it).
+    /// Stops this utterance; if it is the one playing, its audio is
+    /// flushed at once.
     pub fn cancel(&self) {
         self.cancel.cancel();
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.cancel.as_ref().is_some_and(|c| c.same_as(&self.cancel))
+            && let Some(p) = &cur.playback
+        {
+            p.flush();
+        }
     }
 
     /// Whether it was stopped.
@@ -322,7 +333,8 @@ impl Worker {
             };
         }
         let scales = Scales {
-            length: self.opts.length_scale.unwrap_or(voice.config().scales.length),
+            length: self.opts.length_scale.unwrap_or(voice.config().scales.length)
+                / self.opts.rate.max(0.1),
             ..voice.config().scales
         };
         let keep_going = || !cancel.is_cancelled();
