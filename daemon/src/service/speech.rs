@@ -43,11 +43,52 @@ pub(super) struct SpeechParts {
     pub voice_turn: Mutex<Option<Canceller>>,
 }
 
-/// An utterance attached to a turn, and its events.
+/// An utterance attached to a turn, and its events. A turn that asked to
+/// be spoken when no voice can speak gets one without an utterance whose
+/// only event is the `speech.end` saying why: the answer still comes, as
+/// text.
 pub(super) struct Spoken {
-    pub utterance: Utterance,
-    pub events: mpsc::Receiver<SpeechEvent>,
+    utterance: Option<Utterance>,
+    events: mpsc::Receiver<SpeechEvent>,
 }
+
+impl Spoken {
+    fn refused(why: &str) -> Self {
+        let (tx, events) = mpsc::channel(1);
+        let _ = tx.try_send(SpeechEvent::Ended {
+            reason: EndReason::Failed(why.to_owned()),
+            audio_s: 0.0,
+        });
+        Self {
+            utterance: None,
+            events,
+        }
+    }
+
+    /// More answer text.
+    pub(super) fn push(&mut self, delta: &str) {
+        if let Some(u) = self.utterance.as_mut() {
+            u.push(delta);
+        }
+    }
+
+    /// The answer is complete.
+    pub(super) fn finish(&mut self) {
+        if let Some(u) = self.utterance.as_mut() {
+            u.finish();
+        }
+    }
+
+    /// Stops the speech.
+    pub(super) fn cancel(&self) {
+        if let Some(u) = &self.utterance {
+            u.cancel();
+        }
+    }
+}
+
+const NO_VOICE: &str = "no voice is loaded ([speech] voice; `seer models list` shows the voices)";
+const SPEECH_OFF: &str = "speech is off (`set {speech: true}` turns it on)";
 
 /// Capacity of an utterance's event channel (two events per utterance).
 const SPEECH_EVENTS: usize = 8;
@@ -86,13 +127,20 @@ impl Assistant {
             Origin::Typed => false,
             Origin::HandsFree => p.hands_free,
         };
-        if !wanted || !self.speech_available() {
+        if !wanted {
             return None;
         }
-        let speaker = self.speech.speaker.as_ref()?;
+        let Some(speaker) = self.speech.speaker.as_ref() else {
+            // Hands-free answers are simply not spoken without a voice; a
+            // client that asked is told why.
+            return (origin == Origin::AskedToSpeak).then(|| Spoken::refused(NO_VOICE));
+        };
+        if !self.speech.enabled.load(Ordering::SeqCst) {
+            return (origin == Origin::AskedToSpeak).then(|| Spoken::refused(SPEECH_OFF));
+        }
         let (tx, events) = mpsc::channel(SPEECH_EVENTS);
         Some(Spoken {
-            utterance: speaker.begin(tx),
+            utterance: Some(speaker.begin(tx)),
             events,
         })
     }
@@ -104,18 +152,14 @@ impl Assistant {
             return Err(ServiceError::bad_request("say: `text` is empty"));
         }
         let Some(speaker) = self.speech.speaker.as_ref() else {
-            return Err(ServiceError::unsupported(
-                "no voice is loaded ([speech] voice; `seer models list` shows the voices)",
-            ));
+            return Err(ServiceError::unsupported(NO_VOICE));
         };
         if !self.speech.enabled.load(Ordering::SeqCst) {
-            return Err(ServiceError::unsupported(
-                "speech is off (`set {speech: true}` turns it on)",
-            ));
+            return Err(ServiceError::unsupported(SPEECH_OFF));
         }
         let (stx, events) = mpsc::channel(SPEECH_EVENTS);
         let spoken = Spoken {
-            utterance: speaker.say(text, stx),
+            utterance: Some(speaker.say(text, stx)),
             events,
         };
         let (tx, rx) = mpsc::channel(SPEECH_EVENTS);
@@ -195,7 +239,7 @@ pub(super) async fn speak_to_end(
                     Some(end @ SpeechEvent::Ended { .. }) => break speech_event(end),
                     None => break speech_end(&EndReason::Failed("the speech thread stopped".into()), 0.0),
                 },
-                _ = c.now.notified() => s.utterance.cancel(),
+                _ = c.now.notified() => s.cancel(),
             }
         },
     };

@@ -187,7 +187,7 @@ impl Assistant {
                     };
                     let _ = tx.send(ended).await;
                     if let Some(s) = spoken {
-                        s.utterance.cancel();
+                        s.cancel();
                         speak_to_end(s, None, tx, c).await;
                     }
                 });
@@ -235,7 +235,7 @@ impl Assistant {
                 self.state.set_if(&[State::Transcribing], State::Idle);
                 let _ = tx.try_send(ServiceError::from(e).into());
                 if let Some(s) = spoken {
-                    s.utterance.cancel();
+                    s.cancel();
                     tokio::spawn(speak_to_end(s, None, tx, canceller));
                 }
             }
@@ -262,7 +262,7 @@ async fn forward(
             _ = c.now.notified(), if !started => {
                 let _ = tx.send(Event::Cancelled {}).await;
                 if let Some(s) = &spoken {
-                    s.utterance.cancel();
+                    s.cancel();
                 }
                 break;
             }
@@ -285,9 +285,9 @@ async fn forward(
         );
         if let Some(s) = spoken.as_mut() {
             match &ev {
-                TurnEvent::Delta(text) => s.utterance.push(text),
-                TurnEvent::End { .. } => s.utterance.finish(),
-                TurnEvent::Cancelled | TurnEvent::Failed(_) => s.utterance.cancel(),
+                TurnEvent::Delta(text) => s.push(text),
+                TurnEvent::End { .. } => s.finish(),
+                TurnEvent::Cancelled | TurnEvent::Failed(_) => s.cancel(),
                 _ => {}
             }
         }
@@ -297,7 +297,7 @@ async fn forward(
             // Nobody is listening for the answer any more.
             turn.cancel.cancel();
             if let Some(s) = &spoken {
-                s.utterance.cancel();
+                s.cancel();
             }
             return;
         }

@@ -146,7 +146,7 @@ impl Assistant {
                 .send(Event::error(Code::BadRequest, "no speech was heard"))
                 .await;
             if let Some(s) = spoken {
-                s.utterance.cancel();
+                s.cancel();
                 speak_to_end(s, None, tx, c).await;
             }
             return;

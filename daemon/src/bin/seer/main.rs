@@ -4,6 +4,7 @@
 //! answer), 2 the daemon is not running.
 
 mod models;
+mod say;
 mod transcribe;
 
 use anyhow::{Context, Result, anyhow};
@@ -49,7 +50,14 @@ enum Cmd {
         /// A photo to ask about (the daemon reads the file).
         #[arg(long)]
         image: Option<PathBuf>,
+        /// Also speak the answer on the daemon's loudspeaker (waits until
+        /// the speech ends).
+        #[arg(long)]
+        speak: bool,
     },
+    /// Say something with Seer's voice (through the daemon, or into a WAV
+    /// file with --out, without it).
+    Say(say::SayArgs),
     /// Look through the camera and answer about what is in view.
     Look {
         /// The question.
@@ -81,7 +89,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
-    /// Audio input devices and their formats, and cameras.
+    /// Audio input and output devices, and cameras.
     Devices,
     /// Transcribe a WAV file or the microphone (works without the daemon).
     #[command(args_override_self = true)]
@@ -207,6 +215,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     println!("    {c}");
                 }
             }
+            println!("audio outputs ([speech] device):");
+            match seer_platform::speaker::output_devices() {
+                Ok(outs) if outs.is_empty() => println!("    none"),
+                Ok(outs) => {
+                    for d in outs {
+                        println!("    {}{}", d.name, if d.default { " (default)" } else { "" });
+                    }
+                }
+                Err(e) => println!("    {e}"),
+            }
             print_cameras(config.as_deref());
             Ok(())
         }
@@ -244,6 +262,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             conversation,
             max_tokens,
             image,
+            speak,
         } => {
             // The daemon reads the file, so it gets an absolute path.
             let image = match image {
@@ -256,15 +275,31 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let mut c = Conn::open(&socket()?)?;
             install_ctrl_c(&c)?;
-            ask(
-                &mut c,
-                &text,
-                json,
-                conversation.as_deref(),
+            let opts = AskOpts {
+                raw: json,
+                conversation: conversation.as_deref(),
                 max_tokens,
                 image,
-            )
+                speak,
+            };
+            ask(&mut c, &text, opts)
         }
+        Cmd::Say(args) => match &args.out {
+            Some(out) => say::to_file(&args, out, config.as_deref()).map_err(Failure::Other),
+            None => {
+                let mut c = Conn::open(&socket()?)?;
+                install_ctrl_c(&c)?;
+                let id = request_id("say");
+                *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+                c.send(&Request::Say {
+                    id,
+                    text: args.text.clone(),
+                })?;
+                let result = wait_for_speech(&mut c);
+                *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                result
+            }
+        },
         Cmd::Look {
             text,
             json,
@@ -272,14 +307,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let mut c = Conn::open(&socket()?)?;
             install_ctrl_c(&c)?;
-            ask(
-                &mut c,
-                &text,
-                json,
-                None,
+            let opts = AskOpts {
+                raw: json,
                 max_tokens,
-                Some(ImageRef::Camera),
-            )
+                image: Some(ImageRef::Camera),
+                ..AskOpts::default()
+            };
+            ask(&mut c, &text, opts)
         }
         Cmd::Chat => {
             let mut c = Conn::open(&socket()?)?;
@@ -295,7 +329,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                match ask(&mut c, line.trim(), false, Some(&conversation), None, None) {
+                let opts = AskOpts {
+                    conversation: Some(&conversation),
+                    ..AskOpts::default()
+                };
+                match ask(&mut c, line.trim(), opts) {
                     Ok(()) => {}
                     // Reported, and the conversation goes on.
                     Err(Failure::Daemon(m)) => eprintln!("seer: {m}"),
@@ -392,33 +430,71 @@ fn check_error(ev: &Event) -> Result<(), Failure> {
     Ok(())
 }
 
-fn ask(
-    c: &mut Conn,
-    text: &str,
+/// How `ask` asks.
+#[derive(Default)]
+struct AskOpts<'a> {
+    /// Print the raw protocol events.
     raw: bool,
-    conversation: Option<&str>,
+    conversation: Option<&'a str>,
     max_tokens: Option<usize>,
     image: Option<ImageRef>,
-) -> Result<(), Failure> {
-    let id = format!(
-        "ask-{}-{}",
+    /// Also speak the answer, and wait for the speech to end.
+    speak: bool,
+}
+
+/// A request id unique to this process and moment.
+fn request_id(kind: &str) -> String {
+    format!(
+        "{kind}-{}-{}",
         std::process::id(),
         std::time::UNIX_EPOCH
             .elapsed()
             .map(|d| d.as_nanos())
             .unwrap_or(0)
-    );
+    )
+}
+
+fn ask(c: &mut Conn, text: &str, o: AskOpts<'_>) -> Result<(), Failure> {
+    let id = request_id("ask");
     let req = AskRequest {
-        conversation: conversation.map(str::to_owned),
-        max_tokens,
-        image,
+        conversation: o.conversation.map(str::to_owned),
+        max_tokens: o.max_tokens,
+        image: o.image,
+        speak: o.speak.then_some(true),
         ..AskRequest::new(id.clone(), text)
     };
     *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
     c.send(&Request::Ask(req))?;
-    let result = stream_answer(c, raw);
+    let mut result = stream_answer(c, o.raw);
+    if o.speak && !matches!(result, Err(Failure::Other(_))) {
+        let spoken = wait_for_speech(c);
+        result = result.and(spoken);
+    }
     *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
     result
+}
+
+/// Waits for `speech.end`; a failed speech is an error naming its cause.
+fn wait_for_speech(c: &mut Conn) -> Result<(), Failure> {
+    loop {
+        let (_, ev) = c.recv()?;
+        match ev.event {
+            Event::SpeechEnd {
+                reason, message, ..
+            } => {
+                return match (reason.as_str(), message) {
+                    ("done", _) => Ok(()),
+                    ("cancelled", _) => Err(Failure::Daemon("speech cancelled".into())),
+                    (_, m) => Err(Failure::Daemon(format!(
+                        "speech failed: {}",
+                        m.unwrap_or(reason)
+                    ))),
+                };
+            }
+            ev @ Event::Error { .. } => return check_error(&ev),
+            _ => {}
+        }
+    }
 }
 
 fn stream_answer(c: &mut Conn, raw: bool) -> Result<(), Failure> {
