@@ -66,7 +66,9 @@ struct Queue {
     samples: VecDeque<f32>,
     /// Samples left in a fade-out; the queue is cleared when it ends.
     fading: Option<usize>,
-    /// The stream failed.
+    /// The stream's last reported error. cpal also reports passing
+    /// trouble (an xrun, a failed delay query) and plays on, so an error
+    /// only ends playback when the device also stops taking audio.
     error: Option<String>,
     /// Samples the device has taken since the last check.
     consumed: u64,
@@ -214,9 +216,6 @@ impl Playback {
         let mut q = self.shared.lock();
         let mut last_progress = (q.consumed, Instant::now());
         while !out.is_empty() {
-            if let Some(e) = &q.error {
-                return Err(AudioError::Device(format!("{}: {e}", self.device)));
-            }
             if !keep_going() {
                 return Ok(());
             }
@@ -247,8 +246,9 @@ impl Playback {
         if q.consumed != last.0 {
             *last = (q.consumed, Instant::now());
         } else if last.1.elapsed() > STALL {
+            let why = q.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
             return Err(AudioError::Device(format!(
-                "{}: the output device stopped taking audio",
+                "{}: the output device stopped taking audio{why}",
                 self.device
             )));
         }
@@ -261,9 +261,6 @@ impl Playback {
         let mut q = self.shared.lock();
         let mut last_progress = (q.consumed, Instant::now());
         while !q.samples.is_empty() && keep_going() {
-            if let Some(e) = &q.error {
-                return Err(AudioError::Device(format!("{}: {e}", self.device)));
-            }
             q = self.wait(q, &mut last_progress)?;
         }
         Ok(())
@@ -433,8 +430,8 @@ where
             }
         },
         move |e| {
+            tracing::debug!("output stream: {e}");
             on_error.lock().error = Some(e.to_string());
-            on_error.taken.notify_all();
         },
         None,
     )

@@ -145,6 +145,13 @@ impl Daemon {
         } else {
             format!("{listen}[vision]\nenabled = false\n")
         };
+        // And speech: a voice installed on the machine must not make other
+        // tests' daemons talk.
+        let listen = if extra.contains("[speech]") {
+            listen
+        } else {
+            format!("{listen}[speech]\nenabled = false\n")
+        };
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
