@@ -21,10 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Most audio queued ahead of the device. Long enough that synthesis of
-/// the next sentence runs while this one plays, short enough that memory
-/// stays small (15 s at 48 kHz is 2.9 MB).
-pub const QUEUE_SECONDS: u32 = 15;
+/// Most audio queued ahead of the device. Long enough that the next
+/// sentence is synthesised while this one plays (a long sentence is ~6 s),
+/// short enough that synthesis does not race far ahead: it would compete
+/// with whisper for the CPU just when the wearer interrupts, and a stopped
+/// answer wastes what was made. 8 s at 48 kHz is 1.5 MB.
+pub const QUEUE_SECONDS: u32 = 8;
 /// Length of the fade-out on [`Playback::flush`].
 const FADE: Duration = Duration::from_millis(8);
 /// A device that takes no audio for this long, with audio queued, is gone.
@@ -72,6 +74,8 @@ struct Queue {
     error: Option<String>,
     /// Samples the device has taken since the last check.
     consumed: u64,
+    /// Queued samples that were played (not flushed, not silence).
+    played: u64,
 }
 
 #[derive(Debug)]
@@ -103,7 +107,13 @@ impl Shared {
                     q.samples.pop_front().unwrap_or(0.0) * left as f32 / self.fade as f32
                 }
             } else {
-                q.samples.pop_front().unwrap_or(0.0)
+                match q.samples.pop_front() {
+                    Some(s) => {
+                        q.played += 1;
+                        s
+                    }
+                    None => 0.0,
+                }
             };
             *o = s * self.volume;
         }
@@ -272,6 +282,11 @@ impl Playback {
         if !q.samples.is_empty() && q.fading.is_none() {
             q.fading = Some(self.shared.fade.min(q.samples.len()));
         }
+    }
+
+    /// Seconds of audio played so far (flushed audio does not count).
+    pub fn played_seconds(&self) -> f64 {
+        self.shared.lock().played as f64 / f64::from(self.device_rate)
     }
 
     /// Seconds of audio queued and not yet played.

@@ -574,9 +574,11 @@ impl Worker {
             self.ptt_samples.extend(f);
             return;
         }
+        let speaking = self.state.get() == State::Speaking;
         let (Some(seg), Some((_, vad))) = (self.segmenter.as_mut(), self.models.as_mut()) else {
             return;
         };
+        seg.set_speaking(speaking);
         let events = match seg.push(vad, &f) {
             Ok(e) => e,
             Err(e) => {

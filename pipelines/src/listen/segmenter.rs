@@ -102,7 +102,13 @@ pub struct Segmenter {
     /// Audio kept while idle for the pre-roll.
     pre: VecDeque<f32>,
     active: Option<Active>,
+    speaking: bool,
 }
+
+/// Start threshold while Seer speaks (see [`Segmenter::set_speaking`]).
+pub const SPEAKING_START: f32 = 0.7;
+/// Hangover while Seer speaks, ms.
+pub const SPEAKING_HANGOVER_MS: u32 = 300;
 
 impl std::fmt::Debug for Segmenter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,6 +132,7 @@ impl Segmenter {
             context: VecDeque::new(),
             pre: VecDeque::new(),
             active: None,
+            speaking: false,
         }
     }
 
@@ -168,8 +175,24 @@ impl Segmenter {
         Ok(events)
     }
 
+    /// While Seer speaks: what the microphone hears then is either Seer's
+    /// own voice coming back through the air or the wearer interrupting
+    /// (the follow-up window is closed, so only the wake phrase and "stop"
+    /// count). Speech must be clearer to start an utterance (a start
+    /// threshold of at least [`SPEAKING_START`]: an echo is quieter and
+    /// smeared), and a shorter silence ends one ([`SPEAKING_HANGOVER_MS`]:
+    /// "Stop." is acted on sooner). Off again when the voice is quiet.
+    pub fn set_speaking(&mut self, speaking: bool) {
+        self.speaking = speaking;
+    }
+
     fn step(&mut self, window: &[f32], p: f32) -> Option<SegmentEvent> {
-        let o = &self.opts;
+        let mut o = self.opts.clone();
+        if self.speaking {
+            o.start_threshold = o.start_threshold.max(SPEAKING_START);
+            o.hangover_ms = o.hangover_ms.min(SPEAKING_HANGOVER_MS);
+        }
+        let o = &o;
         let Some(a) = self.active.as_mut() else {
             if p >= o.start_threshold {
                 let mut samples: Vec<f32> = self.pre.drain(..).collect();

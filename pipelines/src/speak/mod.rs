@@ -104,7 +104,7 @@ pub enum SpeechEvent {
     Ended {
         /// Why.
         reason: EndReason,
-        /// Seconds of audio played.
+        /// Seconds of audio played (what was cut off does not count).
         audio_s: f64,
     },
 }
@@ -339,7 +339,6 @@ impl Worker {
         };
         let keep_going = || !cancel.is_cancelled();
         let mut playback: Option<Arc<Playback>> = None;
-        let mut samples = 0usize;
         let mut had_text = false;
         let rate = voice.sample_rate();
         let result = (|| -> Result<(), String> {
@@ -386,7 +385,6 @@ impl Worker {
                         }
                     };
                     p.write(&audio.samples, &keep_going).map_err(|e| e.to_string())?;
-                    samples += audio.samples.len();
                 }
             }
             if let Some(p) = &playback {
@@ -410,7 +408,7 @@ impl Worker {
             let t0 = Instant::now();
             let _ = p.drain(&|| t0.elapsed() < Duration::from_millis(100));
         }
-        let played = samples as f64 / f64::from(rate);
+        let played = playback.as_ref().map_or(0.0, |p| p.played_seconds());
         match result {
             Err(e) => (EndReason::Failed(e), played),
             Ok(()) if cancel.is_cancelled() => (EndReason::Cancelled, played),
