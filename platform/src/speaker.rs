@@ -169,10 +169,16 @@ impl Playback {
         let resampler = if device_rate == rate {
             None
         } else {
-            let r = Fft::<f32>::new(rate as usize, device_rate as usize, 1024, 1, FixedSync::Input)
-                .map_err(|e| {
-                    AudioError::Convert(format!("resampler {rate} → {device_rate} Hz: {e}"))
-                })?;
+            let r = Fft::<f32>::new(
+                rate as usize,
+                device_rate as usize,
+                1024,
+                1,
+                FixedSync::Input,
+            )
+            .map_err(|e| {
+                AudioError::Convert(format!("resampler {rate} → {device_rate} Hz: {e}"))
+            })?;
             Some((r, Vec::new()))
         };
         Ok(Self {
@@ -256,7 +262,11 @@ impl Playback {
         if q.consumed != last.0 {
             *last = (q.consumed, Instant::now());
         } else if last.1.elapsed() > STALL {
-            let why = q.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+            let why = q
+                .error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
             return Err(AudioError::Device(format!(
                 "{}: the output device stopped taking audio{why}",
                 self.device
@@ -382,14 +392,19 @@ fn stream_thread(
     }
 }
 
-fn open(want: Option<&str>, volume: f32) -> Result<(cpal::Stream, Arc<Shared>, String, u32), String> {
+fn open(
+    want: Option<&str>,
+    volume: f32,
+) -> Result<(cpal::Stream, Arc<Shared>, String, u32), String> {
     let host = cpal::default_host();
     let dev = match want {
         Some(w) => host
             .output_devices()
             .map_err(|e| format!("listing output devices: {e}"))?
             .find(|d| d.description().is_ok_and(|n| n.name().contains(w)))
-            .ok_or_else(|| format!("no output device matching {w:?} (`seer devices` lists them)"))?,
+            .ok_or_else(|| {
+                format!("no output device matching {w:?} (`seer devices` lists them)")
+            })?,
         None => host
             .default_output_device()
             .ok_or_else(|| "no default output device".to_owned())?,
@@ -494,6 +509,10 @@ mod tests {
         let mut out = resample(&mut r, &mut pending, false).expect("resample");
         out.extend(resample(&mut r, &mut pending, true).expect("resample tail"));
         // One second in is a bit more than one second out (the delay flushed).
-        assert!(out.len() >= 48000 && out.len() < 48000 + 4096, "{}", out.len());
+        assert!(
+            out.len() >= 48000 && out.len() < 48000 + 4096,
+            "{}",
+            out.len()
+        );
     }
 }

@@ -105,7 +105,10 @@ impl SoundServer {
         };
         let t0 = Instant::now();
         while r.samples_so_far() == 0 {
-            assert!(t0.elapsed() < Duration::from_secs(20), "parec delivered nothing");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "parec delivered nothing"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         r

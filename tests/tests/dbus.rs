@@ -664,20 +664,55 @@ fn speak_over_dbus_plays_and_speaking_is_announced() {
     let monitor = Monitor::start(&bus);
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = sound.record_speaker(&dir.path().join("bus.raw"));
-    let out = bus.busctl(&["call", DEST, PATH, DEST, "Speak", "s", "Hello from the bus."]);
+    let out = bus.busctl(&[
+        "call",
+        DEST,
+        PATH,
+        DEST,
+        "Speak",
+        "s",
+        "Hello from the bus.",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let want = ["'Speaking': <true>", "'Speaking': <false>"];
     let got = monitor.seen(&want, Duration::from_secs(60));
-    assert!(want.iter().all(|w| got.iter().any(|l| l.contains(w))), "{got:#?}");
+    assert!(
+        want.iter().all(|w| got.iter().any(|l| l.contains(w))),
+        "{got:#?}"
+    );
     let loudest = rec.samples(0).iter().fold(0.0f32, |m, s| m.max(s.abs()));
-    assert!(loudest > 0.05, "the speaker sink stayed silent (peak {loudest})");
+    assert!(
+        loudest > 0.05,
+        "the speaker sink stayed silent (peak {loudest})"
+    );
     let out = bus.busctl(&[
-        "call", DEST, PATH, DEST, "Ask", "sa{sv}", "What is the capital of France?", "1", "speak", "b", "true",
+        "call",
+        DEST,
+        PATH,
+        DEST,
+        "Ask",
+        "sa{sv}",
+        "What is the capital of France?",
+        "1",
+        "speak",
+        "b",
+        "true",
     ]);
     assert!(text(&out).contains("Paris"), "{}", text(&out));
     let got = monitor.seen(&want, Duration::from_secs(60));
-    assert!(want.iter().all(|w| got.iter().any(|l| l.contains(w))), "{got:#?}");
-    let out = bus.busctl(&["set-property", DEST, PATH, DEST, "SpeechEnabled", "b", "false"]);
+    assert!(
+        want.iter().all(|w| got.iter().any(|l| l.contains(w))),
+        "{got:#?}"
+    );
+    let out = bus.busctl(&[
+        "set-property",
+        DEST,
+        PATH,
+        DEST,
+        "SpeechEnabled",
+        "b",
+        "false",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let out = bus.busctl(&["call", DEST, PATH, DEST, "Speak", "s", "Hello."]);
     assert!(!out.status.success());

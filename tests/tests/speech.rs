@@ -34,7 +34,9 @@ fn daemon(sound: &SoundServer, extra: &str) -> Daemon {
 fn transcribe(raw: &Path) -> String {
     let wav = raw.with_extension("wav");
     let ok = Command::new("sox")
-        .args(["-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1"])
+        .args([
+            "-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1",
+        ])
         .arg(raw)
         .arg(&wav)
         .status()
@@ -114,18 +116,28 @@ fn a_spoken_answer_is_heard_saying_paris() {
     // `speech.end` comes last either way.
     let mut sorted = kinds.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, ["answer.end", "speech.end", "speech.start"], "{evs:#?}");
+    assert_eq!(
+        sorted,
+        ["answer.end", "speech.end", "speech.start"],
+        "{evs:#?}"
+    );
     assert_eq!(kinds.last(), Some(&"speech.end"), "{evs:#?}");
     let (reason, message, audio_s) = speech_end(&evs);
     assert_eq!(reason, "done", "{message:?}");
     assert!(audio_s > 0.5, "{audio_s} s");
     std::thread::sleep(Duration::from_millis(500));
     let heard = transcribe(&rec.stop());
-    assert!(heard.contains("paris"), "whisper heard {heard:?} for {answer:?}");
+    assert!(
+        heard.contains("paris"),
+        "whisper heard {heard:?} for {answer:?}"
+    );
     // The connection goes on, and the id is free again.
     c.request(&Request::Ask(AskRequest::new("q", "Say hi.")));
     let evs = c.events_until(|e| e.is_final());
-    assert!(matches!(evs.last().map(|e| &e.event), Some(Event::AnswerEnd { .. })), "{evs:#?}");
+    assert!(
+        matches!(evs.last().map(|e| &e.event), Some(Event::AnswerEnd { .. })),
+        "{evs:#?}"
+    );
 }
 
 fn espeak_wav(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -166,7 +178,11 @@ fn a_hands_free_question_is_answered_aloud() {
     let mut c = d.connect();
     subscribe_voice(&mut c);
     let dir = tempfile::tempdir().expect("tempdir");
-    let q = espeak_wav(dir.path(), "q.wav", "Hey Seer, what is the capital of France?");
+    let q = espeak_wav(
+        dir.path(),
+        "q.wav",
+        "Hey Seer, what is the capital of France?",
+    );
     let rec = sound.record_speaker(&dir.path().join("answer.raw"));
     sound.play(&q);
     let evs = c.events_until(|e| matches!(e, Event::SpeechEnd { .. }));
@@ -177,7 +193,10 @@ fn a_hands_free_question_is_answered_aloud() {
     let answer = answer_text(&evs);
     std::thread::sleep(Duration::from_millis(500));
     let heard = transcribe(&rec.stop());
-    assert!(heard.contains("paris"), "whisper heard {heard:?} for {answer:?}");
+    assert!(
+        heard.contains("paris"),
+        "whisper heard {heard:?} for {answer:?}"
+    );
 }
 
 /// "Stop." while Seer reads a long text: the speech ends `cancelled`
@@ -210,7 +229,10 @@ fn saying_stop_while_seer_speaks_silences_it() {
     assert_eq!(end.id.as_deref(), Some("long"), "{evs:#?}");
     let (reason, _, audio_s) = speech_end(&evs);
     assert_eq!(reason, "cancelled", "{evs:#?}");
-    eprintln!("speech.end {} ms after \"Stop.\" was played; {audio_s} s spoken", after_stop.as_millis());
+    eprintln!(
+        "speech.end {} ms after \"Stop.\" was played; {audio_s} s spoken",
+        after_stop.as_millis()
+    );
     // The text is ~25 s of speech; it was cut short.
     assert!(audio_s < 20.0, "{audio_s} s were spoken");
     // Once the device's buffer has drained, the loudspeaker stays silent.
@@ -219,7 +241,11 @@ fn saying_stop_while_seer_speaks_silences_it() {
     std::thread::sleep(Duration::from_secs(2));
     let after: Vec<f32> = rec.samples(quiet_from);
     assert!(after.len() > 16_000, "{} samples recorded", after.len());
-    assert!(peak(&after) < 0.01, "audio after speech.end: peak {}", peak(&after));
+    assert!(
+        peak(&after) < 0.01,
+        "audio after speech.end: peak {}",
+        peak(&after)
+    );
     let _: Recorder = rec;
 }
 
@@ -233,8 +259,14 @@ fn no_output_device_ends_speech_with_an_error_and_text_answers_go_on() {
     let (reason, message, _) = speech_end(&evs);
     assert_eq!(reason, "error");
     let message = message.expect("message");
-    assert!(message.contains("no output device matching \"no-such-speaker\""), "{message}");
-    c.request(&Request::Ask(AskRequest::new("t", "What is the capital of France?")));
+    assert!(
+        message.contains("no output device matching \"no-such-speaker\""),
+        "{message}"
+    );
+    c.request(&Request::Ask(AskRequest::new(
+        "t",
+        "What is the capital of France?",
+    )));
     let evs = c.events_until(|e| e.is_final());
     assert!(answer_text(&evs).contains("Paris"), "{evs:#?}");
 }
@@ -246,11 +278,7 @@ fn a_voice_that_does_not_load_is_named_and_text_answers_go_on() {
     let bad = dir.path().join("cut.onnx");
     let bytes = std::fs::read(voice()).expect("voice");
     std::fs::write(&bad, &bytes[..bytes.len() / 3]).expect("write");
-    std::fs::copy(
-        seer_models_config(&voice()),
-        seer_models_config(&bad),
-    )
-    .expect("copy json");
+    std::fs::copy(seer_models_config(&voice()), seer_models_config(&bad)).expect("copy json");
     let d = daemon(&sound, &format!("[speech]\nvoice = {bad:?}\n"));
     let mut c = d.connect();
     c.request(&Request::Say {
@@ -281,7 +309,11 @@ fn speech_switched_off_refuses_say_and_mute_does_not_silence_it() {
     let mut c = d.connect();
     c.send(serde_json::json!({"v": 1, "type": "set", "id": "m", "muted": true}));
     let ev = c.recv();
-    assert_eq!((ev["muted"].as_bool(), ev["speech"].as_bool()), (Some(true), Some(true)), "{ev}");
+    assert_eq!(
+        (ev["muted"].as_bool(), ev["speech"].as_bool()),
+        (Some(true), Some(true)),
+        "{ev}"
+    );
     // Muted: capture is off, speech is not.
     c.request(&Request::Say {
         id: "s".into(),

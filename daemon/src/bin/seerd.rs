@@ -253,7 +253,7 @@ fn speaker(
     cfg: &seer_daemon::config::SpeechConfig,
     state: StateBus,
 ) -> Result<Option<seer_pipelines::speak::Speaker>> {
-    use seer_pipelines::speak::{SpeechOptions, Speaker};
+    use seer_pipelines::speak::{Speaker, SpeechOptions};
     let Some(onnx) = voice else { return Ok(None) };
     let rate = cfg.rate;
     let load = Box::new(move || {

@@ -10,9 +10,9 @@
 use super::{Assistant, Canceller, TurnHandle};
 use crate::error::ServiceError;
 use crate::protocol::Event;
-use seer_pipelines::speak::{EndReason, SpeechEvent, Speaker, Utterance};
-use std::sync::atomic::{AtomicBool, Ordering};
+use seer_pipelines::speak::{EndReason, Speaker, SpeechEvent, Utterance};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 /// Which turns speak, from `[speech]`.

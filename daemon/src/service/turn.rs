@@ -164,7 +164,11 @@ impl Assistant {
             max_tokens: q.max_tokens,
             image: None,
         };
-        let origin = if q.speak { Origin::AskedToSpeak } else { Origin::Typed };
+        let origin = if q.speak {
+            Origin::AskedToSpeak
+        } else {
+            Origin::Typed
+        };
         // Decided now, so the handle knows how it ends.
         let spoken = self.utterance_for(origin);
         let speaks = spoken.is_some();

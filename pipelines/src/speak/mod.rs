@@ -303,7 +303,10 @@ impl Worker {
         while let Ok(job) = jobs.recv() {
             let (reason, audio_s) = match &voice {
                 Ok(v) => self.speak(v, &job),
-                Err(e) => (EndReason::Failed(format!("the voice did not load: {e}")), 0.0),
+                Err(e) => (
+                    EndReason::Failed(format!("the voice did not load: {e}")),
+                    0.0,
+                ),
             };
             {
                 let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -315,7 +318,9 @@ impl Worker {
             if let EndReason::Failed(e) = &reason {
                 tracing::warn!("speech failed: {e}");
             }
-            let _ = job.events.blocking_send(SpeechEvent::Ended { reason, audio_s });
+            let _ = job
+                .events
+                .blocking_send(SpeechEvent::Ended { reason, audio_s });
         }
     }
 
@@ -333,7 +338,10 @@ impl Worker {
             };
         }
         let scales = Scales {
-            length: self.opts.length_scale.unwrap_or(voice.config().scales.length)
+            length: self
+                .opts
+                .length_scale
+                .unwrap_or(voice.config().scales.length)
                 / self.opts.rate.max(0.1),
             ..voice.config().scales
         };
@@ -359,7 +367,9 @@ impl Worker {
                     if cancel.is_cancelled() {
                         return Ok(());
                     }
-                    let audio = voice.synthesize_ids(&piece, scales).map_err(|e| e.to_string())?;
+                    let audio = voice
+                        .synthesize_ids(&piece, scales)
+                        .map_err(|e| e.to_string())?;
                     if cancel.is_cancelled() {
                         return Ok(());
                     }
@@ -370,7 +380,11 @@ impl Worker {
                                 Playback::open(self.opts.device.as_deref(), rate, self.opts.volume)
                                     .map_err(|e| e.to_string())?,
                             );
-                            tracing::debug!(device = p.device(), rate = p.device_rate(), "speaking");
+                            tracing::debug!(
+                                device = p.device(),
+                                rate = p.device_rate(),
+                                "speaking"
+                            );
                             self.current
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -384,7 +398,8 @@ impl Worker {
                             p
                         }
                     };
-                    p.write(&audio.samples, &keep_going).map_err(|e| e.to_string())?;
+                    p.write(&audio.samples, &keep_going)
+                        .map_err(|e| e.to_string())?;
                 }
             }
             if let Some(p) = &playback {

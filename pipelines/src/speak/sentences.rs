@@ -81,10 +81,12 @@ impl Sentences {
             }
             // The whole run of marks and closing quotes/brackets ends it.
             let mut j = k + 1;
-            while chars
-                .get(j)
-                .is_some_and(|&(_, n)| matches!(n, '.' | '!' | '?' | '…' | '"' | '\'' | ')' | ']' | '”' | '’'))
-            {
+            while chars.get(j).is_some_and(|&(_, n)| {
+                matches!(
+                    n,
+                    '.' | '!' | '?' | '…' | '"' | '\'' | ')' | ']' | '”' | '’'
+                )
+            }) {
                 j += 1;
             }
             let Some(&(ws_at, ws)) = chars.get(j) else {
@@ -106,7 +108,9 @@ impl Sentences {
                 }
                 continue;
             }
-            let starts = next.is_uppercase() || next.is_ascii_digit() || matches!(next, '"' | '“' | '\'' | '(');
+            let starts = next.is_uppercase()
+                || next.is_ascii_digit()
+                || matches!(next, '"' | '“' | '\'' | '(');
             if !starts || (c == '.' && abbreviation(&b[..at])) {
                 continue;
             }
@@ -147,34 +151,63 @@ mod tests {
     #[test]
     fn sentences_end_at_a_stop_before_a_capital() {
         assert_eq!(
-            split("The capital of France is Paris. It is large! Is it? Yes… Quite.", false),
-            ["The capital of France is Paris.", "It is large!", "Is it?", "Yes…", "Quite."]
+            split(
+                "The capital of France is Paris. It is large! Is it? Yes… Quite.",
+                false
+            ),
+            [
+                "The capital of France is Paris.",
+                "It is large!",
+                "Is it?",
+                "Yes…",
+                "Quite."
+            ]
         );
     }
 
     #[test]
     fn numbers_abbreviations_and_initials_do_not_end_sentences() {
         assert_eq!(
-            split("It costs 3.50 euros. Dr. Smith met J. R. Tolkien, e.g. at noon. Then 2 more.", false),
-            ["It costs 3.50 euros.", "Dr. Smith met J. R. Tolkien, e.g. at noon.", "Then 2 more."]
+            split(
+                "It costs 3.50 euros. Dr. Smith met J. R. Tolkien, e.g. at noon. Then 2 more.",
+                false
+            ),
+            [
+                "It costs 3.50 euros.",
+                "Dr. Smith met J. R. Tolkien, e.g. at noon.",
+                "Then 2 more."
+            ]
         );
     }
 
     #[test]
     fn a_lower_case_word_after_a_stop_continues_the_sentence() {
-        assert_eq!(split("Use the app. then restart", false), ["Use the app. then restart"]);
+        assert_eq!(
+            split("Use the app. then restart", false),
+            ["Use the app. then restart"]
+        );
     }
 
     #[test]
     fn blank_lines_end_sentences() {
-        assert_eq!(split("A list:\n\n- one\n- two", false), ["A list:", "- one\n- two"]);
+        assert_eq!(
+            split("A list:\n\n- one\n- two", false),
+            ["A list:", "- one\n- two"]
+        );
     }
 
     #[test]
     fn the_first_clause_may_end_at_a_comma() {
         assert_eq!(
-            split("Well, the capital of France, as you know, is Paris. It is big, too.", true),
-            ["Well, the capital of France,", "as you know, is Paris.", "It is big, too."]
+            split(
+                "Well, the capital of France, as you know, is Paris. It is big, too.",
+                true
+            ),
+            [
+                "Well, the capital of France,",
+                "as you know, is Paris.",
+                "It is big, too."
+            ]
         );
     }
 

@@ -220,7 +220,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(outs) if outs.is_empty() => println!("    none"),
                 Ok(outs) => {
                     for d in outs {
-                        println!("    {}{}", d.name, if d.default { " (default)" } else { "" });
+                        println!(
+                            "    {}{}",
+                            d.name,
+                            if d.default { " (default)" } else { "" }
+                        );
                     }
                 }
                 Err(e) => println!("    {e}"),

@@ -25,10 +25,9 @@ pub(crate) fn to_file(args: &SayArgs, out: &Path, config: Option<&Path>) -> Resu
     let explicit = config.is_some() || std::env::var_os("SEER_CONFIG").is_some();
     let c = Config::load(Config::locate(config).as_deref(), explicit)?;
     let name = args.voice.clone().unwrap_or_else(|| c.speech.voice.clone());
-    let onnx = c
-        .model
-        .resolve_model(&name)
-        .with_context(|| format!("voice {name:?} (`seer models pull {name}` installs a catalogue voice)"))?;
+    let onnx = c.model.resolve_model(&name).with_context(|| {
+        format!("voice {name:?} (`seer models pull {name}` installs a catalogue voice)")
+    })?;
     let dev = seer_models::device::open(seer_models::device::BackendKind::Cpu)?;
     let voice = seer_models::piper::Voice::load(&onnx, None, &dev.device)?;
     let samples = voice.speak(&args.text)?;
