@@ -1019,4 +1019,38 @@ mod tests {
             .expect("parses");
         assert_eq!(c.listen.mode, ListenMode::PushToTalk);
     }
+
+    #[test]
+    fn speech_values_are_checked_and_a_named_voice_file_must_exist() {
+        for bad in ["rate = 0.1", "volume = 3.0", "rate = nan"] {
+            let c =
+                Config::parse(&format!("[speech]\n{bad}\n"), Path::new("c.toml")).expect("parses");
+            let e = c.check(None).expect_err(bad).to_string();
+            assert!(
+                e.contains(&format!("speech.{}", bad.split(' ').next().unwrap_or(bad))),
+                "{e}"
+            );
+        }
+        let e = Config::parse("[speech]\nvoices = \"x\"\n", Path::new("c.toml"))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(e.contains("voices") && e.contains("c.toml"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let onnx = dir.path().join("v.onnx");
+        std::fs::write(&onnx, b"x").expect("write");
+        let store = ModelStore::new(dir.path().join("models"));
+        let mut c = Config::default();
+        c.speech.voice = onnx.display().to_string();
+        let e = c.voice(&store).expect_err("no json");
+        assert!(e.contains("v.onnx.json"), "{e}");
+        c.speech.voice = dir.path().join("none.onnx").display().to_string();
+        let e = c.voice(&store).expect_err("no file");
+        assert!(e.contains("none.onnx") && e.contains("no such file"), "{e}");
+        c.speech.voice = DEFAULT_VOICE.into();
+        let (voice, off) = c.voice(&store).expect("not installed is not an error");
+        assert!(voice.is_none());
+        assert!(off.is_some_and(|o| o.contains("seer models pull piper-en-us-ljspeech-medium")));
+        c.speech.enabled = false;
+        assert_eq!(c.voice(&store).expect("off"), (None, None));
+    }
 }
