@@ -203,35 +203,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let socket = || socket_path(cli.socket.clone(), config.as_deref()).map_err(Failure::Other);
     match cli.cmd {
         Cmd::Transcribe(args) => transcribe::run(args).map_err(Failure::Other),
-        Cmd::Devices => {
-            let devices =
-                seer_platform::mic::input_devices().map_err(|e| Failure::Other(e.into()))?;
-            if devices.is_empty() {
-                println!("no audio input devices");
-            }
-            for d in devices {
-                println!("{}{}", d.name, if d.default { " (default)" } else { "" });
-                for c in d.configs {
-                    println!("    {c}");
-                }
-            }
-            println!("audio outputs ([speech] device):");
-            match seer_platform::speaker::output_devices() {
-                Ok(outs) if outs.is_empty() => println!("    none"),
-                Ok(outs) => {
-                    for d in outs {
-                        println!(
-                            "    {}{}",
-                            d.name,
-                            if d.default { " (default)" } else { "" }
-                        );
-                    }
-                }
-                Err(e) => println!("    {e}"),
-            }
-            print_cameras(config.as_deref());
-            Ok(())
-        }
+        Cmd::Devices => devices(config.as_deref()),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "seer", &mut std::io::stdout());
             Ok(())
@@ -249,17 +221,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             },
         )
         .map_err(Failure::Other),
-        Cmd::Status => {
-            let mut c = Conn::open(&socket()?)?;
-            c.send(&Request::Status {
-                id: Some("status".into()),
-            })?;
-            let (line, ev) = c.recv()?;
-            check_error(&ev.event)?;
-            let v: serde_json::Value = serde_json::from_str(&line).context("printing")?;
-            println!("{}", serde_json::to_string_pretty(&v).context("printing")?);
-            Ok(())
-        }
+        Cmd::Status => status(&socket()?),
         Cmd::Ask {
             text,
             json,
@@ -290,19 +252,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Say(args) => match &args.out {
             Some(out) => say::to_file(&args, out, config.as_deref()).map_err(Failure::Other),
-            None => {
-                let mut c = Conn::open(&socket()?)?;
-                install_ctrl_c(&c)?;
-                let id = request_id("say");
-                *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-                c.send(&Request::Say {
-                    id,
-                    text: args.text.clone(),
-                })?;
-                let result = wait_for_speech(&mut c);
-                *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                result
-            }
+            None => say_through_daemon(&socket()?, &args.text),
         },
         Cmd::Look {
             text,
@@ -319,31 +269,92 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             ask(&mut c, &text, opts)
         }
-        Cmd::Chat => {
-            let mut c = Conn::open(&socket()?)?;
-            install_ctrl_c(&c)?;
-            let conversation = format!("chat-{}", std::process::id());
-            let stdin = std::io::stdin();
-            loop {
-                eprint!("> ");
-                let mut line = String::new();
-                if stdin.lock().read_line(&mut line)? == 0 {
-                    return Ok(());
-                }
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let opts = AskOpts {
-                    conversation: Some(&conversation),
-                    ..AskOpts::default()
-                };
-                match ask(&mut c, line.trim(), opts) {
-                    Ok(()) => {}
-                    // Reported, and the conversation goes on.
-                    Err(Failure::Daemon(m)) => eprintln!("seer: {m}"),
-                    Err(e) => return Err(e),
-                }
+        Cmd::Chat => chat(&socket()?),
+    }
+}
+
+/// `seer devices`: audio inputs with their formats, audio outputs, cameras.
+fn devices(config: Option<&std::path::Path>) -> Result<(), Failure> {
+    let devices = seer_platform::mic::input_devices().map_err(|e| Failure::Other(e.into()))?;
+    if devices.is_empty() {
+        println!("no audio input devices");
+    }
+    for d in devices {
+        println!("{}{}", d.name, if d.default { " (default)" } else { "" });
+        for c in d.configs {
+            println!("    {c}");
+        }
+    }
+    println!("audio outputs ([speech] device):");
+    match seer_platform::speaker::output_devices() {
+        Ok(outs) if outs.is_empty() => println!("    none"),
+        Ok(outs) => {
+            for d in outs {
+                println!(
+                    "    {}{}",
+                    d.name,
+                    if d.default { " (default)" } else { "" }
+                );
             }
+        }
+        Err(e) => println!("    {e}"),
+    }
+    print_cameras(config);
+    Ok(())
+}
+
+/// `seer status`: the daemon's status event, pretty-printed.
+fn status(socket: &std::path::Path) -> Result<(), Failure> {
+    let mut c = Conn::open(socket)?;
+    c.send(&Request::Status {
+        id: Some("status".into()),
+    })?;
+    let (line, ev) = c.recv()?;
+    check_error(&ev.event)?;
+    let v: serde_json::Value = serde_json::from_str(&line).context("printing")?;
+    println!("{}", serde_json::to_string_pretty(&v).context("printing")?);
+    Ok(())
+}
+
+/// `seer say TEXT`: spoken by the daemon; returns when the speech ends.
+fn say_through_daemon(socket: &std::path::Path, text: &str) -> Result<(), Failure> {
+    let mut c = Conn::open(socket)?;
+    install_ctrl_c(&c)?;
+    let id = request_id("say");
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+    c.send(&Request::Say {
+        id,
+        text: text.to_owned(),
+    })?;
+    let result = wait_for_speech(&mut c);
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    result
+}
+
+/// `seer chat`: one conversation, a question per line of stdin.
+fn chat(socket: &std::path::Path) -> Result<(), Failure> {
+    let mut c = Conn::open(socket)?;
+    install_ctrl_c(&c)?;
+    let conversation = format!("chat-{}", std::process::id());
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let opts = AskOpts {
+            conversation: Some(&conversation),
+            ..AskOpts::default()
+        };
+        match ask(&mut c, line.trim(), opts) {
+            Ok(()) => {}
+            // Reported, and the conversation goes on.
+            Err(Failure::Daemon(m)) => eprintln!("seer: {m}"),
+            Err(e) => return Err(e),
         }
     }
 }
