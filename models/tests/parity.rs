@@ -8,7 +8,7 @@ use seer_cancel::CancelToken;
 use seer_models::device::{BackendKind, OpenedDevice};
 use seer_models::generate::{Engine, Request};
 use seer_models::gguf::GgufFile;
-use seer_models::llama::{Llama, WeightFormat, load_gguf, load_hf};
+use seer_models::llama::{KvCache, Llama, WeightFormat, load_gguf, load_hf};
 use seer_models::tokenizer::TextTokenizer;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -40,8 +40,11 @@ fn cpu() -> Device {
 }
 
 fn logits(model: &Llama, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let mut cache = model.new_cache(128);
-    let l = model.forward(tokens, &mut cache, true).expect("forward");
+    logits_in(model, tokens, &mut model.new_cache(128))
+}
+
+fn logits_in(model: &Llama, tokens: &[u32], cache: &mut KvCache) -> Vec<Vec<f32>> {
+    let l = model.forward(tokens, cache, true).expect("forward");
     let [n, v] = l.dims();
     let flat = l.into_data().try_into_vec::<f32>().expect("f32 logits");
     assert_eq!(flat.len(), n * v);
@@ -192,6 +195,7 @@ fn parity(arch: &str) {
     );
     let own = logits_of(&native, &r);
     check_incremental(&native, &r, &own, 1e-4, &format!("{arch} native"));
+    check_fused_against_graph(&native, &r, arch);
 
     check_greedy(
         &d.join("model-f32.gguf"),
@@ -208,6 +212,46 @@ fn parity(arch: &str) {
         &r,
         &r.greedy_quant,
         &format!("{arch} quant"),
+    );
+}
+
+/// The fused CPU step (what the native weights run on the CPU) against the
+/// burn graph over the same blocks: the same integer products and f16
+/// rounding, so logits agree to float summation order, and a greedy
+/// continuation token for token.
+fn check_fused_against_graph(native: &Llama, r: &Reference, arch: &str) {
+    assert!(
+        native.is_fused(),
+        "{arch}: native CPU weights run the fused step"
+    );
+    for (p, prompt) in r.prompts.iter().enumerate() {
+        let fused = logits_in(native, prompt, &mut native.new_cache(128));
+        let graph = logits_in(native, prompt, &mut native.new_reference_cache(128));
+        let err = max_abs_diff(&fused, &graph);
+        eprintln!("{arch} fused vs graph, prompt {p}: max abs logit error {err}");
+        assert!(
+            err <= 1e-4,
+            "{arch} fused vs graph, prompt {p}: {err} > 1e-4"
+        );
+    }
+    // Greedy decoding, 24 tokens, each path feeding its own choices.
+    let greedy = |mut cache: KvCache| {
+        let mut toks = r.prompts[0].clone();
+        let mut last = native.forward(&toks, &mut cache, false).expect("prefill");
+        for _ in 0..24 {
+            let v = last.into_data().try_into_vec::<f32>().expect("f32");
+            let next = (0..v.len())
+                .max_by(|&a, &b| v[a].total_cmp(&v[b]))
+                .expect("logits") as u32;
+            toks.push(next);
+            last = native.forward(&[next], &mut cache, false).expect("decode");
+        }
+        toks
+    };
+    assert_eq!(
+        greedy(native.new_cache(128)),
+        greedy(native.new_reference_cache(128)),
+        "{arch}: fused and graph greedy continuations"
     );
 }
 

@@ -376,3 +376,63 @@ fn corrupted_model_copies_are_clear_errors() {
     .to_string();
     assert!(e.contains("flipped.gguf") && e.contains("bad magic"), "{e}");
 }
+
+/// The fused CPU step against the burn graph over the same Q4_1/Q8_0 blocks
+/// on the real model, every prompt position, by one prefill and token by
+/// token. The two agree to 1e-4 on the tiny fixtures (`parity.rs`), not
+/// here: they differ by float ulps (ggml's `expf` and f64 sums in the fused
+/// step, burn's ops in the graph), and SmolLM2's activations, quantised to
+/// 8 bits before every product, turn a ulp into a rounding flip now and
+/// then, which 30 layers grow to ~1 logit (measured: 0.97 at most, logits
+/// spanning ±30). The bar of 2 catches real faults (a wrong head, position
+/// or cache row moves logits by 10 and more);
+/// `greedy_continuation_matches_llama_cpp` is what holds the fused step to
+/// llama.cpp's tokens.
+#[test]
+fn fused_cpu_step_matches_the_graph() {
+    let model = cpu().model();
+    assert!(model.is_fused(), "the CPU engine runs the fused step");
+    let to_rows = |l: burn::tensor::Tensor<2>| -> Vec<Vec<f32>> {
+        let [_, v] = l.dims();
+        let flat = l.into_data().try_into_vec::<f32>().expect("f32 logits");
+        flat.chunks(v).map(<[f32]>::to_vec).collect()
+    };
+    for g in &reference().greedy {
+        let ids = &g.prompt_ids;
+        let fused = to_rows(
+            model
+                .forward(ids, &mut model.new_cache(64), true)
+                .expect("fused prefill"),
+        );
+        let graph = to_rows(
+            model
+                .forward(ids, &mut model.new_reference_cache(64), true)
+                .expect("graph prefill"),
+        );
+        let mut steps = Vec::new();
+        let mut cache = model.new_cache(64);
+        for &t in ids {
+            steps.extend(to_rows(
+                model.forward(&[t], &mut cache, false).expect("step"),
+            ));
+        }
+        for (what, got) in [("prefill", &fused), ("token by token", &steps)] {
+            for (p, (a, b)) in got.iter().zip(&graph).enumerate() {
+                let err = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
+                eprintln!(
+                    "{:?} {what}, position {p}: max abs logit error {err}",
+                    g.prompt
+                );
+                assert!(
+                    err <= 2.0,
+                    "{:?} {what}, position {p}: max abs logit error {err}",
+                    g.prompt
+                );
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use seer_cancel::CancelToken;
 use seer_models::device::{self, BackendKind};
 use seer_models::generate::{Engine, EngineOptions, Request, VlmFiles};
+use seer_models::llama;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -33,7 +34,8 @@ enum Cmd {
         /// CPU threads for the CPU backend.
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// Text whose first `prompt-tokens` tokens form the prompt.
+        /// Text whose first `prompt-tokens` tokens form the prompt (repeated
+        /// when it is shorter).
         #[arg(long)]
         prompt_file: PathBuf,
         /// Prompt length in tokens.
@@ -42,6 +44,10 @@ enum Cmd {
         /// Tokens to decode (end-of-sequence is ignored).
         #[arg(long, default_value_t = 128)]
         gen_tokens: usize,
+        /// Also time the fused CPU step phase by phase (matrix products,
+        /// attention, norms…) and print milliseconds per decoded token.
+        #[arg(long)]
+        profile: bool,
         /// Untimed runs first, so kernel compilation (wgpu) is not measured.
         #[arg(long, default_value_t = 1)]
         warmup: usize,
@@ -289,73 +295,76 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let Cli { cmd } = Cli::parse();
-    let (model, backend, threads, prompt_file, prompt_tokens, gen_tokens, warmup) = match cmd {
-        Cmd::Llm {
-            model,
-            backend,
-            threads,
-            prompt_file,
-            prompt_tokens,
-            gen_tokens,
-            warmup,
-        } => (
-            model,
-            backend,
-            threads,
-            prompt_file,
-            prompt_tokens,
-            gen_tokens,
-            warmup,
-        ),
-        Cmd::Vlm {
-            model,
-            mmproj,
-            image,
-            question,
-            tiling,
-            backend,
-            threads,
-            gen_tokens,
-            warmup,
-            runs,
-        } => {
-            device::set_cpu_threads(threads);
-            return bench_vlm(
+    let (model, backend, threads, prompt_file, prompt_tokens, gen_tokens, warmup, profile) =
+        match cmd {
+            Cmd::Llm {
+                model,
+                backend,
+                threads,
+                prompt_file,
+                prompt_tokens,
+                gen_tokens,
+                profile,
+                warmup,
+            } => (
+                model,
+                backend,
+                threads,
+                prompt_file,
+                prompt_tokens,
+                gen_tokens,
+                warmup,
+                profile,
+            ),
+            Cmd::Vlm {
                 model,
                 mmproj,
                 image,
                 question,
                 tiling,
-                backend.parse()?,
+                backend,
                 threads,
                 gen_tokens,
                 warmup,
-                runs.max(1),
-            );
-        }
-        Cmd::Tts {
-            voice,
-            text,
-            backend,
-            threads,
-            no_noise,
-            out,
-            warmup,
-            runs,
-        } => {
-            device::set_cpu_threads(threads);
-            return bench_tts(
+                runs,
+            } => {
+                device::set_cpu_threads(threads);
+                return bench_vlm(
+                    model,
+                    mmproj,
+                    image,
+                    question,
+                    tiling,
+                    backend.parse()?,
+                    threads,
+                    gen_tokens,
+                    warmup,
+                    runs.max(1),
+                );
+            }
+            Cmd::Tts {
                 voice,
                 text,
-                backend.parse()?,
+                backend,
                 threads,
                 no_noise,
                 out,
                 warmup,
-                runs.max(1),
-            );
-        }
-    };
+                runs,
+            } => {
+                device::set_cpu_threads(threads);
+                return bench_tts(
+                    voice,
+                    text,
+                    backend.parse()?,
+                    threads,
+                    no_noise,
+                    out,
+                    warmup,
+                    runs.max(1),
+                );
+            }
+        };
     let backend: BackendKind = backend.parse()?;
     device::set_cpu_threads(threads);
     let opts = EngineOptions {
@@ -367,13 +376,14 @@ fn main() -> Result<()> {
         Engine::load(&model, &opts).with_context(|| format!("loading {}", model.display()))?;
     let text = std::fs::read_to_string(&prompt_file)
         .with_context(|| format!("reading {}", prompt_file.display()))?;
-    let mut ids = engine.tokenizer().encode(&text, true)?;
-    if ids.len() < prompt_tokens {
-        bail!(
-            "{} has only {} tokens; need {prompt_tokens}",
-            prompt_file.display(),
-            ids.len()
-        );
+    let once = engine.tokenizer().encode(&text, true)?;
+    if once.is_empty() {
+        bail!("{} has no tokens", prompt_file.display());
+    }
+    // A prompt longer than the file (long-context runs) repeats its text.
+    let mut ids = Vec::with_capacity(prompt_tokens);
+    while ids.len() < prompt_tokens {
+        ids.extend_from_slice(&once);
     }
     ids.truncate(prompt_tokens);
     let run = |n: usize| -> Result<_> {
@@ -384,6 +394,24 @@ fn main() -> Result<()> {
     for _ in 0..warmup {
         run(4)?;
     }
+    // A separate, profiled run: the timers start after the prefill (the
+    // first piece of text), so they cover decoding.
+    let phases = if profile {
+        let mut req = Request::new(ids.clone(), gen_tokens);
+        req.ignore_eos = true;
+        let mut g = engine.generate(req, CancelToken::new())?;
+        g.next().transpose()?;
+        let before = g.timings().generated_tokens;
+        llama::profile::set_profiling(true);
+        let t0 = Instant::now();
+        let out = g.finish()?;
+        let wall = t0.elapsed().as_secs_f64() * 1e3;
+        let phases = llama::profile::profile();
+        llama::profile::set_profiling(false);
+        Some((phases, out.timings.generated_tokens - before, wall))
+    } else {
+        None
+    };
     let out = run(gen_tokens)?;
     let t = &out.timings;
     let json = serde_json::json!({
@@ -397,7 +425,31 @@ fn main() -> Result<()> {
         "decode_tokens": t.generated_tokens,
         "decode_tok_s": t.decode_tokens_per_s,
         "peak_rss_mb": peak_rss_mb(),
+        "fused_cpu_step": engine.model().is_fused(),
     });
+    if let Some((phases, steps, wall)) = phases {
+        let per = |ms: f64| ms / steps.max(1) as f64;
+        eprintln!("decode phase profile, ms per token over {steps} tokens ({wall:.0} ms):");
+        let mut sum = 0.0;
+        for (name, ms) in &phases {
+            sum += ms;
+            eprintln!("  {name:<16} {:8.3}  {:5.1}%", per(*ms), 100.0 * ms / wall);
+        }
+        eprintln!(
+            "  {:<16} {:8.3}  {:5.1}%  (sampling, detokenising: outside the step)",
+            "other",
+            per(wall - sum),
+            100.0 * (wall - sum) / wall
+        );
+        let map: serde_json::Map<String, serde_json::Value> = phases
+            .into_iter()
+            .map(|(n, ms)| (n.to_owned(), serde_json::json!(ms)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"profile_ms": map, "wall_ms": wall, "tokens": steps})
+        );
+    }
     println!("{json}");
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! for why: burn's own quantised matmul is slower than f32 on the CPU backend).
 
 use super::config::{Arch, LlamaConfig};
+use super::cpu::{Dims, FusedLayer, FusedModel};
 use super::model::{Layer, Linear, Llama, VocabMatrix};
 use super::qmatmul::QMatrix;
 use crate::error::{ModelError, Result};
@@ -195,7 +196,7 @@ pub(crate) fn build(
             *x /= *d as f64;
         }
     }
-    Ok(Llama {
+    let mut llama = Llama {
         config: c.clone(),
         device: dev.clone(),
         embed,
@@ -204,7 +205,70 @@ pub(crate) fn build(
         lm_head,
         inv_freq: inv_freq.iter().map(|&x| x as f32).collect(),
         f16_attention: format == WeightFormat::Native,
-    })
+        fused: None,
+    };
+    // SEER_FUSED_CPU=0 keeps the burn graph: for comparing the two paths
+    // (benchmarks, bug reports), never needed otherwise.
+    let fused_off = std::env::var_os("SEER_FUSED_CPU").is_some_and(|v| v == "0");
+    if format == WeightFormat::Native && *dev == Device::flex() && !fused_off {
+        llama.fused = fused_step(&llama)?.map(Arc::new);
+    }
+    Ok(llama)
+}
+
+/// The fused CPU step over `m`'s weights, when every matrix it multiplies
+/// is in ggml blocks (else the burn graph runs everything).
+fn fused_step(m: &Llama) -> Result<Option<FusedModel>> {
+    let quant = |l: &Linear| match l {
+        Linear::Quant(q) => Some(q.clone()),
+        Linear::Dense(_) => None,
+    };
+    let host = |t: &Tensor<2>| -> Result<Vec<f32>> {
+        t.clone()
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| ModelError::Backend(format!("reading a norm weight: {e:?}")))
+    };
+    let VocabMatrix::Quant(head) = &m.lm_head else {
+        return Ok(None);
+    };
+    let mut layers = Vec::with_capacity(m.layers.len());
+    for l in &m.layers {
+        let (Some(wqkv), Some(wo), Some(w_gate_up), Some(w_down)) = (
+            quant(&l.wqkv),
+            quant(&l.wo),
+            quant(&l.w_gate_up),
+            quant(&l.w_down),
+        ) else {
+            return Ok(None);
+        };
+        layers.push(FusedLayer {
+            attn_norm: host(&l.attn_norm)?,
+            wqkv,
+            bqkv: l.bqkv.as_ref().map(host).transpose()?,
+            wo,
+            ffn_norm: host(&l.ffn_norm)?,
+            w_gate_up,
+            w_down,
+        });
+    }
+    let c = &m.config;
+    let dims = Dims {
+        hidden: c.hidden_size,
+        heads: c.num_heads,
+        kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        inter: c.intermediate_size,
+        vocab: c.vocab_size,
+        eps: c.rms_norm_eps as f32,
+    };
+    Ok(Some(FusedModel::new(
+        dims,
+        layers,
+        host(&m.norm)?,
+        head.clone(),
+        m.inv_freq.clone(),
+    )))
 }
 
 /// A projection's weights as read from the file, `[out, in]` row-major.

@@ -5,6 +5,7 @@
 //! `[in, out]` (burn's convention) so a projection is `x.matmul(w)`.
 
 use super::config::LlamaConfig;
+use super::cpu::{FusedCache, FusedModel};
 use super::qmatmul::QMatrix;
 use crate::error::{ModelError, Result};
 use burn::prelude::*;
@@ -73,6 +74,9 @@ pub struct Llama {
     /// Round attention operands through f16 as llama.cpp's default f16 KV
     /// cache does (set with the ggml-compatible weight format).
     pub(crate) f16_attention: bool,
+    /// The fused CPU step over the same weights, when every matrix is in
+    /// ggml blocks on the CPU (see `cpu.rs`); `None` runs the burn graph.
+    pub(crate) fused: Option<Arc<FusedModel>>,
 }
 
 /// A `[vocab, hidden]` matrix: the token embedding, and the output projection
@@ -91,9 +95,18 @@ pub(crate) enum VocabMatrix {
 /// Per-layer key/value history for one sequence.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor<3>, Tensor<3>)>>,
+    kind: CacheKind,
     len: usize,
     capacity: usize,
+}
+
+/// Which step a cache belongs to.
+#[derive(Debug, Clone)]
+enum CacheKind {
+    /// The burn graph's: tensors that grow by one position per token.
+    Graph(Vec<Option<(Tensor<3>, Tensor<3>)>>),
+    /// The fused CPU step's: preallocated f16, written in place.
+    Fused(FusedCache),
 }
 
 impl KvCache {
@@ -114,7 +127,9 @@ impl KvCache {
 
     /// Forget everything (start a new sequence).
     pub fn clear(&mut self) {
-        self.layers.iter_mut().for_each(|l| *l = None);
+        if let CacheKind::Graph(layers) = &mut self.kind {
+            layers.iter_mut().for_each(|l| *l = None);
+        }
         self.len = 0;
     }
 }
@@ -130,13 +145,34 @@ impl Llama {
         &self.device
     }
 
-    /// An empty cache for up to `context` tokens (clamped to the model's trained context).
+    /// An empty cache for up to `context` tokens (clamped to the model's
+    /// trained context). Runs the fused CPU step when the model has one.
     pub fn new_cache(&self, context: usize) -> KvCache {
+        let capacity = context.min(self.config.max_position_embeddings).max(1);
+        let kind = match &self.fused {
+            Some(f) => CacheKind::Fused(f.new_cache(capacity)),
+            None => CacheKind::Graph(vec![None; self.config.num_layers]),
+        };
         KvCache {
-            layers: vec![None; self.config.num_layers],
+            kind,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// A cache that always runs the burn graph, even where the fused CPU
+    /// step exists: the reference the fused step is tested against.
+    pub fn new_reference_cache(&self, context: usize) -> KvCache {
+        KvCache {
+            kind: CacheKind::Graph(vec![None; self.config.num_layers]),
             len: 0,
             capacity: context.min(self.config.max_position_embeddings).max(1),
         }
+    }
+
+    /// Whether [`Llama::new_cache`] runs the fused CPU step.
+    pub fn is_fused(&self) -> bool {
+        self.fused.is_some()
     }
 
     /// Runs `tokens` after what is already in `cache` and returns logits
@@ -206,6 +242,23 @@ impl Llama {
             )));
         }
         let dev = &self.device;
+        let layers = match &mut cache.kind {
+            CacheKind::Graph(layers) => layers,
+            CacheKind::Fused(fc) => {
+                let fused = self.fused.as_ref().ok_or_else(|| {
+                    ModelError::InvalidRequest("a fused cache needs the fused CPU step".into())
+                })?;
+                let v = x
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| ModelError::Backend(format!("reading embeddings: {e:?}")))?;
+                let logits = fused.forward(v, seq, start, fc, all_logits);
+                cache.len += seq;
+                let m = if all_logits { seq } else { 1 };
+                let vocab = self.config.vocab_size;
+                return Ok(Tensor::from_data(TensorData::new(logits, [m, vocab]), dev));
+            }
+        };
         let mut x = x;
 
         let (cos, sin) = self.rope_tables(start, seq);
@@ -213,7 +266,7 @@ impl Llama {
 
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(x.clone(), &layer.attn_norm, self.config.rms_norm_eps);
-            let a = self.attention(layer, h, &cos, &sin, mask.clone(), &mut cache.layers[i]);
+            let a = self.attention(layer, h, &cos, &sin, mask.clone(), &mut layers[i]);
             x = x + a;
             let h = rms_norm(x.clone(), &layer.ffn_norm, self.config.rms_norm_eps);
             let inter = self.config.intermediate_size;

@@ -73,6 +73,81 @@ impl QMatrix {
         out
     }
 
+    /// Input features.
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes per row of blocks.
+    fn row_bytes(&self) -> usize {
+        self.cols / 32 * self.ty.block_layout().1
+    }
+
+    /// One input row quantised the way this weight type's dot product wants.
+    pub(crate) fn quantize_input(&self, x: &[f32]) -> QBlocks {
+        debug_assert_eq!(x.len(), self.cols);
+        quantize_row_best(x, self.act_format())
+    }
+
+    /// `out[i] = W[first + i] · a` for one quantised input row: the
+    /// single-token (decode) product, several weight rows per pass so each
+    /// activation block is loaded once for all of them.
+    pub(crate) fn matvec_rows(&self, a: &QBlocks, first: usize, out: &mut [f32]) {
+        assert!(first + out.len() <= self.rows, "rows out of range");
+        assert_eq!(a.qs.len(), self.cols, "activation width");
+        let rb = self.row_bytes();
+        let w = &self.data[first * rb..(first + out.len()) * rb];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+                && matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+            {
+                // SAFETY: the features were just detected; `w` holds
+                // `out.len()` whole rows and `a` one row of `cols` values.
+                unsafe { matvec_avx2(self.ty, w, rb, a, out) };
+                return;
+            }
+        }
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
+            *o = 0.0;
+            row_dot_generic(
+                self.ty,
+                row,
+                std::slice::from_ref(a),
+                std::slice::from_mut(o),
+            );
+        }
+    }
+
+    /// `out[r·n + i] = W[first + r] · acts[i]` (weight-row-major): the
+    /// many-token (prefill) product; each weight block is unpacked once for
+    /// all `n` inputs.
+    pub(crate) fn matmul_rows(&self, acts: &[QBlocks], first: usize, out: &mut [f32]) {
+        let n = acts.len();
+        let rb = self.row_bytes();
+        let rows = out.len() / n;
+        let w = &self.data[first * rb..(first + rows) * rb];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+                && matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+            {
+                // SAFETY: the features were just detected; `w` holds `rows`
+                // whole rows and every activation `cols` values.
+                unsafe { matmul_avx2(self.ty, w, rb, acts, out) };
+                return;
+            }
+        }
+        out.fill(0.0);
+        for (sums, row) in out.chunks_exact_mut(n).zip(w.chunks_exact(rb)) {
+            row_dot(self.ty, row, acts, sums);
+        }
+    }
+
     fn act_format(&self) -> ActFormat {
         match self.ty {
             GgmlType::Q4_1 | GgmlType::Q5_1 => ActFormat::Q8_1,
@@ -211,8 +286,8 @@ fn row_dot_avx2_group(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]
             let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wu, av), ones));
             // Lane-wise float accumulation across blocks and a separate sum of
             // the Q8_1 min terms: the order ggml's AVX2 kernels use.
-            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), p, acc[i]);
-            msum[i] += m * a.s[b];
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.ds[b][0]), p, acc[i]);
+            msum[i] += m * a.ds[b][1];
         }
     }
     for ((sum, v), ms) in sums.iter_mut().zip(acc).zip(msum) {
@@ -220,6 +295,314 @@ fn row_dot_avx2_group(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         *sum += _mm_cvtss_f32(s) + ms;
+    }
+}
+
+/// Dispatches [`matvec_avx2_typed`] by weight type, four rows at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn matvec_avx2(ty: GgmlType, w: &[u8], rb: usize, a: &QBlocks, out: &mut [f32]) {
+    // SAFETY (all calls below): the caller's contract, passed on; each call
+    // gets exactly its rows of `w` and of `out`.
+    unsafe fn rows<const T: u8>(w: &[u8], rb: usize, a: &QBlocks, out: &mut [f32]) {
+        let mut quads = out.chunks_exact_mut(4);
+        let mut r = 0;
+        for o in &mut quads {
+            let o: &mut [f32; 4] = o.try_into().expect("4 rows");
+            unsafe { matvec_avx2_typed::<T, 4>(w[r * rb..].as_ptr(), rb, a, o) };
+            r += 4;
+        }
+        for o in quads.into_remainder() {
+            let mut one = [0f32; 1];
+            unsafe { matvec_avx2_typed::<T, 1>(w[r * rb..].as_ptr(), rb, a, &mut one) };
+            *o = one[0];
+            r += 1;
+        }
+    }
+    unsafe {
+        match ty {
+            GgmlType::Q4_0 => rows::<K_Q4_0>(w, rb, a, out),
+            GgmlType::Q4_1 => rows::<K_Q4_1>(w, rb, a, out),
+            GgmlType::Q8_0 => rows::<K_Q8_0>(w, rb, a, out),
+            other => unreachable!("matvec_rows only dispatches Q4_0/Q4_1/Q8_0 here, not {other}"),
+        }
+    }
+}
+
+const K_Q4_0: u8 = 0;
+const K_Q4_1: u8 = 1;
+const K_Q8_0: u8 = 2;
+
+/// `R` weight rows (starting at `w`, `rb` bytes apart) against one
+/// activation row, for one weight type fixed at compile time: no per-block
+/// dispatch, no bounds checks, each activation block loaded once for all
+/// `R` rows. Per block and row: the weight scale (and Q4_1 minimum) converted
+/// by one `vcvtph2ps` and multiplied by the activation's pair in one `mulps`;
+/// 32 weights unpacked into a register; `maddubs`/`madd` integer products
+/// (exact); one FMA into the row's float lanes. Q4_1's `m·s` terms collect in
+/// lane 1 of a separate accumulator.
+///
+/// # Safety
+/// AVX2, FMA and F16C present; `w` points at `R` rows of `rb` bytes of
+/// blocks of the type `T` names; `a` has `rb / block_bytes` blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn matvec_avx2_typed<const T: u8, const R: usize>(
+    w: *const u8,
+    rb: usize,
+    a: &QBlocks,
+    out: &mut [f32; R],
+) {
+    use std::arch::x86_64::*;
+    let bb = block_bytes::<T>();
+    let nb = a.ds.len();
+    let ones = _mm256_set1_epi16(1);
+    let low = _mm256_set1_epi8(0x0f);
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut mins = [_mm_setzero_ps(); R];
+    // Pointers advanced block by block (no index arithmetic in the loop).
+    let mut qs = a.qs.as_ptr();
+    let mut ds = a.ds.as_ptr();
+    // SAFETY: row `r` starts `r·rb` bytes into the caller's `R` rows.
+    let mut rowp: [*const u8; R] = std::array::from_fn(|r| unsafe { w.add(r * rb) });
+    for _ in 0..nb {
+        // SAFETY: one block of the activation and of each of the `R` rows
+        // is left (the function's contract); the pointers then move past it.
+        unsafe {
+            let qa = _mm256_loadu_si256(qs.cast());
+            let ad = _mm_castsi128_ps(_mm_loadl_epi64(ds.cast()));
+            qs = qs.add(32);
+            ds = ds.add(1);
+            for r in 0..R {
+                let blk = rowp[r];
+                rowp[r] = blk.add(bb);
+                let (scales, wv) = match T {
+                    K_Q4_1 => {
+                        let dm = _mm_cvtsi32_si128(std::ptr::read_unaligned(blk.cast::<i32>()));
+                        let packed = _mm_loadu_si128(blk.add(4).cast());
+                        let v = _mm256_and_si256(
+                            _mm256_set_m128i(_mm_srli_epi16::<4>(packed), packed),
+                            low,
+                        );
+                        (_mm_mul_ps(_mm_cvtph_ps(dm), ad), v)
+                    }
+                    K_Q4_0 => {
+                        let d = i32::from(std::ptr::read_unaligned(blk.cast::<u16>()));
+                        let packed = _mm_loadu_si128(blk.add(2).cast());
+                        let v = _mm256_and_si256(
+                            _mm256_set_m128i(_mm_srli_epi16::<4>(packed), packed),
+                            low,
+                        );
+                        (
+                            _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d)), ad),
+                            _mm256_sub_epi8(v, eight),
+                        )
+                    }
+                    _ => {
+                        let d = i32::from(std::ptr::read_unaligned(blk.cast::<u16>()));
+                        (
+                            _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d)), ad),
+                            _mm256_loadu_si256(blk.add(2).cast()),
+                        )
+                    }
+                };
+                let prod = if T == K_Q4_1 {
+                    mins[r] = _mm_add_ps(mins[r], scales);
+                    _mm256_maddubs_epi16(wv, qa)
+                } else {
+                    // maddubs wants an unsigned left operand: |w| and the
+                    // sign of w moved onto the activation.
+                    _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(qa, wv))
+                };
+                let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scales), dot, acc[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        let v = acc[r];
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        out[r] = _mm_cvtss_f32(s) + _mm_cvtss_f32(_mm_movehdup_ps(mins[r]));
+    }
+}
+
+/// Many-token products in register tiles of two weight rows × four
+/// activation rows: each weight block is unpacked once per tile and each
+/// activation block loaded once per pair of rows. The weight scales (and
+/// Q4_1 minimums) of a strip of rows are converted to f32 once, for every
+/// tile of the strip, and the minimum terms are a separate dot product over
+/// blocks afterwards.
+///
+/// # Safety
+/// AVX2, FMA and F16C present; `w` is `out.len() / acts.len()` rows of `rb`
+/// bytes of `ty` blocks; every activation has `rb / block_bytes` blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn matmul_avx2(ty: GgmlType, w: &[u8], rb: usize, acts: &[QBlocks], out: &mut [f32]) {
+    unsafe fn typed<const T: u8>(w: &[u8], rb: usize, acts: &[QBlocks], out: &mut [f32]) {
+        let n = acts.len();
+        let rows = out.len() / n;
+        let bb = block_bytes::<T>();
+        let nb = rb / bb;
+        let mut d = vec![0f32; 2 * nb];
+        let mut m = vec![0f32; 2 * nb];
+        let mut r = 0;
+        while r < rows {
+            let strip = (rows - r).min(2);
+            for i in 0..strip {
+                let row = &w[(r + i) * rb..(r + i + 1) * rb];
+                for (b, blk) in row.chunks_exact(bb).enumerate() {
+                    d[i * nb + b] = f16_at(blk, 0);
+                    m[i * nb + b] = if T == K_Q4_1 { f16_at(blk, 2) } else { 0.0 };
+                }
+            }
+            let mut c = 0;
+            while c < n {
+                let group = (n - c).min(4);
+                let mut sums = [[0f32; 4]; 2];
+                // SAFETY: rows `r..r + strip` and activations `c..c + group`
+                // exist; the scale arrays hold `strip · nb` values.
+                unsafe {
+                    let wp = w.as_ptr().add(r * rb);
+                    match (strip, group) {
+                        (2, 4) => tile::<T, 2, 4>(wp, rb, nb, &acts[c..], &d, &mut sums),
+                        (1, 4) => tile::<T, 1, 4>(wp, rb, nb, &acts[c..], &d, &mut sums),
+                        (2, _) => {
+                            for j in 0..group {
+                                let mut one = [[0f32; 4]; 2];
+                                tile::<T, 2, 1>(wp, rb, nb, &acts[c + j..], &d, &mut one);
+                                sums[0][j] = one[0][0];
+                                sums[1][j] = one[1][0];
+                            }
+                        }
+                        _ => {
+                            for j in 0..group {
+                                let mut one = [[0f32; 4]; 2];
+                                tile::<T, 1, 1>(wp, rb, nb, &acts[c + j..], &d, &mut one);
+                                sums[0][j] = one[0][0];
+                            }
+                        }
+                    }
+                }
+                for i in 0..strip {
+                    for j in 0..group {
+                        let mut v = sums[i][j];
+                        if T == K_Q4_1 {
+                            let a = &acts[c + j].ds;
+                            v += m[i * nb..(i + 1) * nb]
+                                .iter()
+                                .zip(a)
+                                .map(|(m, ds)| m * ds[1])
+                                .sum::<f32>();
+                        }
+                        out[(r + i) * n + c + j] = v;
+                    }
+                }
+                c += group;
+            }
+            r += strip;
+        }
+    }
+    unsafe {
+        match ty {
+            GgmlType::Q4_0 => typed::<K_Q4_0>(w, rb, acts, out),
+            GgmlType::Q4_1 => typed::<K_Q4_1>(w, rb, acts, out),
+            GgmlType::Q8_0 => typed::<K_Q8_0>(w, rb, acts, out),
+            other => unreachable!("matmul_rows only dispatches Q4_0/Q4_1/Q8_0 here, not {other}"),
+        }
+    }
+}
+
+const fn block_bytes<const T: u8>() -> usize {
+    match T {
+        K_Q4_0 => 18,
+        K_Q4_1 => 20,
+        _ => 34,
+    }
+}
+
+/// One `R × C` tile: `R` weight rows from `w` against the first `C`
+/// activations, without the Q4_1 minimum terms. `d` holds the `R` rows'
+/// scales as f32, `nb` per row.
+///
+/// # Safety
+/// AVX2, FMA and F16C present; `R` rows at `w`; `acts.len() ≥ C`, each with
+/// `nb` blocks; `d.len() ≥ R · nb`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn tile<const T: u8, const R: usize, const C: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    acts: &[QBlocks],
+    d: &[f32],
+    out: &mut [[f32; 4]; 2],
+) {
+    use std::arch::x86_64::*;
+    let bb = block_bytes::<T>();
+    let ones = _mm256_set1_epi16(1);
+    let low = _mm256_set1_epi8(0x0f);
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let qs: [*const i8; C] = std::array::from_fn(|c| acts[c].qs.as_ptr());
+    let ds: [*const [f32; 2]; C] = std::array::from_fn(|c| acts[c].ds.as_ptr());
+    for b in 0..nb {
+        // SAFETY: block `b` exists in every row, activation and scale array
+        // (the function's contract).
+        unsafe {
+            let mut wv = [_mm256_setzero_si256(); R];
+            let mut dw = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                let blk = w.add(r * rb + b * bb);
+                dw[r] = _mm256_broadcast_ss(&*d.as_ptr().add(r * nb + b));
+                wv[r] = match T {
+                    K_Q8_0 => _mm256_loadu_si256(blk.add(2).cast()),
+                    _ => {
+                        let off = if T == K_Q4_1 { 4 } else { 2 };
+                        let packed = _mm_loadu_si128(blk.add(off).cast());
+                        let v = _mm256_and_si256(
+                            _mm256_set_m128i(_mm_srli_epi16::<4>(packed), packed),
+                            low,
+                        );
+                        if T == K_Q4_0 {
+                            _mm256_sub_epi8(v, eight)
+                        } else {
+                            v
+                        }
+                    }
+                };
+            }
+            for c in 0..C {
+                let qa = _mm256_loadu_si256(qs[c].add(b * 32).cast());
+                let da = _mm256_broadcast_ss(&(*ds[c].add(b))[0]);
+                for r in 0..R {
+                    let prod = if T == K_Q4_1 {
+                        _mm256_maddubs_epi16(wv[r], qa)
+                    } else {
+                        _mm256_maddubs_epi16(
+                            _mm256_sign_epi8(wv[r], wv[r]),
+                            _mm256_sign_epi8(qa, wv[r]),
+                        )
+                    };
+                    let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), dot, acc[r][c]);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let v = acc[r][c];
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            out[r][c] = _mm_cvtss_f32(s);
+        }
     }
 }
 
@@ -235,7 +618,7 @@ fn row_dot_generic(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
             let qa: &[i8; 32] = a.qs[b * 32..b * 32 + 32]
                 .try_into()
                 .expect("32-value block");
-            *sum += d * a.d[b] * idot(&wq, qa) as f32 + m * a.s[b];
+            *sum += d * a.ds[b][0] * idot(&wq, qa) as f32 + m * a.ds[b][1];
         }
     }
 }
@@ -300,12 +683,12 @@ fn unpack(ty: GgmlType, blk: &[u8], q: &mut [i8; 32]) -> (f32, f32) {
 }
 
 /// One activation row quantised to 32-value blocks.
-struct QBlocks {
+pub(crate) struct QBlocks {
     qs: Vec<i8>,
-    /// Scale per block, rounded through f16 as ggml stores it.
-    d: Vec<f32>,
-    /// Q8_1 only: `d · Σq` per block, rounded through f16.
-    s: Vec<f32>,
+    /// Per block: the scale `d`, rounded through f16 as ggml stores it, and
+    /// (Q8_1 only, else 0) `d · Σq`, rounded the same way. Kept as a pair so a
+    /// kernel reads both with one load.
+    ds: Vec<[f32; 2]>,
 }
 
 /// [`quantize_row`] compiled for AVX2 where the CPU has it, so rounding is one
@@ -334,8 +717,7 @@ fn quantize_row(x: &[f32], fmt: ActFormat) -> QBlocks {
     let nb = x.len() / 32;
     let mut out = QBlocks {
         qs: vec![0; x.len()],
-        d: Vec::with_capacity(nb),
-        s: Vec::with_capacity(nb),
+        ds: Vec::with_capacity(nb),
     };
     for (b, xs) in x.chunks_exact(32).enumerate() {
         let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -348,11 +730,11 @@ fn quantize_row(x: &[f32], fmt: ActFormat) -> QBlocks {
             out.qs[b * 32 + j] = q as i8;
             sum += q;
         }
-        out.d.push(f16::from_f32(d).to_f32());
-        out.s.push(match fmt {
+        let s = match fmt {
             ActFormat::Q8_1 => f16::from_f32(d * sum as f32).to_f32(),
             ActFormat::Q8_0 => 0.0,
-        });
+        };
+        out.ds.push([f16::from_f32(d).to_f32(), s]);
     }
     out
 }
@@ -426,7 +808,7 @@ mod tests {
                             .zip(qa)
                             .map(|(&wv, &q)| wv as f64 * q as f64)
                             .sum();
-                        want += dot * a.d[b] as f64;
+                        want += dot * a.ds[b][0] as f64;
                     }
                     let g = got[i * rows + r] as f64;
                     // Q8_1's sum term is rounded through f16 by design.
@@ -440,6 +822,119 @@ mod tests {
                         (g - want).abs() <= tol,
                         "{ty} row {r} input {i}: {g} vs {want}"
                     );
+                }
+            }
+        }
+    }
+
+    /// The single-token kernels (AVX2 here, the generic body elsewhere)
+    /// give the many-token kernel's sums for every row, including row
+    /// counts that do not fill a group of four.
+    #[test]
+    fn matvec_rows_matches_matmul() {
+        let mut seed = 11;
+        let (rows, cols) = (11, 160);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
+            let data = random_blocks(ty, rows, cols, &mut seed);
+            let x: Vec<f32> = (0..cols)
+                .map(|_| (lcg(&mut seed) % 2000) as f32 / 1000.0 - 1.0)
+                .collect();
+            let m = QMatrix::new(ty, rows, cols, data);
+            let want = m.matmul(&x, 1);
+            let a = m.quantize_input(&x);
+            for (first, len) in [(0, rows), (3, 5), (10, 1), (2, 8)] {
+                let mut got = vec![f32::NAN; len];
+                m.matvec_rows(&a, first, &mut got);
+                for (i, g) in got.iter().enumerate() {
+                    let w = want[first + i];
+                    assert!(
+                        (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                        "{ty} row {}: {g} vs {w}",
+                        first + i
+                    );
+                }
+            }
+        }
+    }
+
+    /// The portable body (what a Pi runs) against the dequantised f64
+    /// reference, for every supported type, whatever this CPU has.
+    #[test]
+    fn generic_path_matches_scalar_reference() {
+        let mut seed = 5;
+        let cols = 128;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
+            let data = random_blocks(ty, 1, cols, &mut seed);
+            let mut w = vec![0f32; cols];
+            dequantize_into(ty, &data, &mut w);
+            let x: Vec<f32> = (0..cols)
+                .map(|_| (lcg(&mut seed) % 2000) as f32 / 1000.0 - 1.0)
+                .collect();
+            let fmt = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                ActFormat::Q8_1
+            } else {
+                ActFormat::Q8_0
+            };
+            let a = quantize_row(&x, fmt);
+            let mut got = [0f32];
+            row_dot_generic(ty, &data, std::slice::from_ref(&a), &mut got);
+            let want: f64 = (0..cols)
+                .map(|j| w[j] as f64 * a.qs[j] as f64 * a.ds[j / 32][0] as f64)
+                .sum();
+            let tol = 1e-4 * want.abs().max(1.0) + if fmt == ActFormat::Q8_1 { 2e-2 } else { 0.0 };
+            assert!(
+                (got[0] as f64 - want).abs() <= tol,
+                "{ty}: {} vs {want}",
+                got[0]
+            );
+        }
+    }
+
+    /// The tiled many-token kernel gives the grouped kernel's sums for
+    /// every row and input, with strips and tiles left over at both edges.
+    #[test]
+    fn matmul_rows_matches_matmul() {
+        let mut seed = 13;
+        let (rows, cols) = (7, 96);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
+            let data = random_blocks(ty, rows, cols, &mut seed);
+            let m = QMatrix::new(ty, rows, cols, data);
+            for n in [2, 4, 5, 9] {
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|_| (lcg(&mut seed) % 2000) as f32 / 1000.0 - 1.0)
+                    .collect();
+                let want = m.matmul(&x, n);
+                let acts: Vec<_> = x.chunks_exact(cols).map(|r| m.quantize_input(r)).collect();
+                for (first, len) in [(0, rows), (1, 5), (6, 1)] {
+                    let mut got = vec![f32::NAN; len * n];
+                    m.matmul_rows(&acts, first, &mut got);
+                    for r in 0..len {
+                        for i in 0..n {
+                            let (g, w) = (got[r * n + i], want[i * rows + first + r]);
+                            assert!(
+                                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                                "{ty} n {n} row {} input {i}: {g} vs {w}",
+                                first + r
+                            );
+                        }
+                    }
                 }
             }
         }
