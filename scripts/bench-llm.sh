@@ -13,9 +13,10 @@
 # Both engines get scripts/bench-prompt.txt cut to 128 prompt tokens and generate
 # 128 tokens greedily; each prints one JSON line with the same keys (see
 # scripts/bench_llamacpp.py for what each number means). Seer runs as
-#   cargo run -p seer-models --bin seer-bench -- llm --model MODEL --backend B --threads N ...
-# with CARGO_TARGET_DIR defaulting to /var/cache/seer-ci/target and extra cargo
-# flags from $SEER_CARGO_ARGS (e.g. "--release"). llama.cpp runs from the venv
+#   seer-bench llm --model MODEL --backend B --threads N ...
+# built by scripts/bench-build.sh (cargo profile `bench`, or $SEER_CARGO_PROFILE;
+# CARGO_TARGET_DIR defaults to /var/cache/seer-ci/target). SEER_BENCH_PROFILE=1
+# adds `--profile`: Seer's per-phase decode times. llama.cpp runs from the venv
 # that scripts/llama-cpp-venv.sh makes (built on first use: 10-25 minutes).
 # Exits non-zero if either engine failed; the table shows what did run.
 set -euo pipefail
@@ -51,7 +52,8 @@ case "$BACKEND" in cpu|wgpu) ;; *) echo "bench-llm: --backend must be cpu or wgp
 MODEL="${MODEL:-${SEER_TEST_MODELS:-/var/cache/seer-ci/models}/SmolLM2-135M-Instruct.Q4_1.gguf}"
 [[ -f "$MODEL" ]] || { echo "bench-llm: no model at $MODEL (run scripts/fetch-test-models.sh)" >&2; exit 2; }
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/seer-ci/target}"
+# shellcheck source=scripts/bench-build.sh
+source "$HERE/bench-build.sh"
 PROMPT_FILE="$HERE/bench-prompt.txt"
 WORKLOAD=(--prompt-file "$PROMPT_FILE" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS")
 
@@ -69,9 +71,11 @@ fi
 
 if [[ $RUN_SEER -eq 1 ]]; then
   echo "bench-llm: seer/$BACKEND, $THREADS thread(s)" >&2
-  # shellcheck disable=SC2086
-  if out="$(cd "$ROOT" && cargo run ${SEER_CARGO_ARGS:-} -p seer-models --bin seer-bench -- \
-              llm --model "$MODEL" --backend "$BACKEND" --threads "$THREADS" "${WORKLOAD[@]}")"; then
+  EXTRA=()
+  [[ -n "${SEER_BENCH_PROFILE:-}" ]] && EXTRA=(--profile)
+  if bench_build -p seer-models --bin seer-bench &&
+     out="$("$BENCH_BIN/seer-bench" llm --model "$MODEL" --backend "$BACKEND" \
+              --threads "$THREADS" "${WORKLOAD[@]}" "${EXTRA[@]}")"; then
     SEER_JSON="$(last_json <<<"$out")"
   fi
   [[ -n "$SEER_JSON" ]] || { echo "bench-llm: seer-bench failed or printed no JSON line" >&2; status=1; }

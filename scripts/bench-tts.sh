@@ -10,7 +10,8 @@
 #   default voice: the test voice, $SEER_TEST_MODELS/piper/en_US-joe-medium.onnx
 # onnxruntime runs from /var/cache/seer-ci/venv-piper-fixtures (made here from
 # models/tests/fixtures/requirements-piper.txt if missing; PyPI only).
-# Seer is built with --release unless SEER_CARGO_ARGS says otherwise.
+# Seer is built by scripts/bench-build.sh (cargo profile `bench` unless
+# SEER_CARGO_PROFILE says otherwise).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,15 +37,12 @@ if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import onnxruntime,
   "$VENV/bin/pip" install -q -r "$ROOT/models/tests/fixtures/requirements-piper.txt"
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/seer-ci/target}"
-cd "$ROOT"
-ARGS="${SEER_CARGO_ARGS:---release}"
-cargo build -p seer-models --bin seer-bench $ARGS
-PROFILE_DIR="$CARGO_TARGET_DIR/debug"
-[[ "$ARGS" == *--release* ]] && PROFILE_DIR="$CARGO_TARGET_DIR/release"
+# shellcheck source=scripts/bench-build.sh
+source "$HERE/bench-build.sh"
+bench_build -p seer-models --bin seer-bench
 
 for t in 1 2; do
-  "$PROFILE_DIR/seer-bench" tts --voice "$VOICE" --text "$TEXT" --threads "$t" --runs "$RUNS"
+  "$BENCH_BIN/seer-bench" tts --voice "$VOICE" --text "$TEXT" --threads "$t" --runs "$RUNS"
   "$VENV/bin/python" "$HERE/bench_tts_onnx.py" --voice "$VOICE" --text "$TEXT" --threads "$t" --runs "$RUNS"
 done | tee /dev/stderr | python3 -c '
 import json, sys

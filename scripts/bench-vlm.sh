@@ -40,10 +40,10 @@ for f in "$DIR/gguf/model.gguf" "$DIR/gguf/mmproj.gguf"; do
   [[ -f "$f" ]] || { echo "bench-vlm: no $f; write it with: scripts/gen_tiny_smolvlm.py --real-dims $DIR --real-outtype f16" >&2; exit 2; }
 done
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/seer-ci/target}"
-# shellcheck disable=SC2086
-(cd "$ROOT" && cargo build -q -p seer-models --bin seer-bench ${SEER_CARGO_ARGS:-})
-BENCH="$CARGO_TARGET_DIR/${SEER_PROFILE_DIR:-debug}/seer-bench"
+# shellcheck source=scripts/bench-build.sh
+source "$HERE/bench-build.sh"
+bench_build -p seer-models --bin seer-bench
+BENCH="$BENCH_BIN/seer-bench"
 COMMON=(--model "$DIR/gguf/model.gguf" --mmproj "$DIR/gguf/mmproj.gguf" --image "$IMAGE" --threads "$THREADS" --runs "$RUNS")
 
 echo "== seer ($BACKEND, untiled: one 512x512 tile)"

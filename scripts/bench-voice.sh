@@ -33,11 +33,11 @@ while [[ $# -gt 0 ]]; do
 done
 [[ ${#WHISPER[@]} -gt 0 ]] || WHISPER=("$MODELS_DIR/ggml-tiny.en.bin" "$MODELS_DIR/ggml-base.bin")
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/seer-ci/target}"
+# shellcheck source=scripts/bench-build.sh
+source "$HERE/bench-build.sh"
 cd "$ROOT"
-cargo build -p seer-daemon --bin seerd ${SEER_CARGO_ARGS:-}
-PROFILE_DIR="$CARGO_TARGET_DIR/debug"
-[[ "${SEER_CARGO_ARGS:-}" == *--release* ]] && PROFILE_DIR="$CARGO_TARGET_DIR/release"
+bench_build -p seer-daemon --bin seerd
+PROFILE_DIR="$BENCH_BIN"
 
 # whisper.cpp's headers and static libraries, as whisper-rs-sys built them.
 OUT="$(ls -td "$PROFILE_DIR"/build/whisper-rs-sys-*/out 2>/dev/null | while read -r d; do
