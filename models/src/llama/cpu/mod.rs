@@ -535,19 +535,6 @@ pub(crate) fn exp(x: f32) -> f32 {
     }
 }
 
-/// Σ x in eight independent lanes (vectorises).
-#[inline(always)]
-fn sum(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (c, rest) = x.split_at(x.len() / 8 * 8);
-    for ch in c.chunks_exact(8) {
-        for j in 0..8 {
-            acc[j] += ch[j];
-        }
-    }
-    acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
-}
-
 /// Dot product in eight independent lanes (vectorises; the summation order
 /// differs from a gemm's by rounding only).
 #[inline(always)]
