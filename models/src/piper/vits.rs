@@ -104,6 +104,10 @@ impl ChannelNorm {
     }
 }
 
+/// A convolution node's weight, optional bias, pads, and then stride,
+/// dilation and groups.
+type NodeWeights = (Tensor<3>, Option<Tensor<1>>, Vec<i64>, Vec<i64>);
+
 /// Reads weights by module path from the graph.
 struct Loader<'a> {
     file: &'a OnnxFile,
@@ -183,7 +187,7 @@ impl Loader<'_> {
 
     /// The weight and bias inputs of graph node `node` (`/dec/conv_pre/Conv`)
     /// and its geometry: pads, then stride, dilation and groups.
-    fn weights_of(&self, node: &str) -> Result<(Tensor<3>, Option<Tensor<1>>, Vec<i64>, Vec<i64>)> {
+    fn weights_of(&self, node: &str) -> Result<NodeWeights> {
         let weight = self.tensor::<3>(&self.input(node, 1)?)?;
         let n = self
             .file
@@ -462,6 +466,9 @@ impl DdsConv {
 }
 
 /// One reverse step of the duration predictor's flows.
+// A handful per voice, built once: boxing the spline's convolutions would
+// buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum DurationFlow {
     /// Swap the two channels.
@@ -727,7 +734,7 @@ impl Decoder {
     fn load(l: &Loader) -> Result<Self> {
         let ups = l.count(|i| l.has_node(&format!("/dec/ups.{i}/ConvTranspose")));
         let blocks = l.count(|i| l.has_node(&format!("/dec/resblocks.{i}/convs.0/Conv")));
-        if ups == 0 || blocks % ups != 0 {
+        if ups == 0 || !blocks.is_multiple_of(ups) {
             return Err(l.bad(
                 "/dec",
                 format!("{ups} upsampling stages and {blocks} residual blocks"),
