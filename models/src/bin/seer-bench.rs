@@ -21,37 +21,41 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// `seer-bench llm`.
+#[derive(clap::Args)]
+struct LlmArgs {
+    /// GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// auto, cpu or wgpu.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// CPU threads for the CPU backend.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Text whose first `prompt-tokens` tokens form the prompt (repeated
+    /// when it is shorter).
+    #[arg(long)]
+    prompt_file: PathBuf,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens to decode (end-of-sequence is ignored).
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+    /// Also time the fused CPU step phase by phase (matrix products,
+    /// attention, norms…) and print milliseconds per decoded token.
+    #[arg(long)]
+    profile: bool,
+    /// Untimed runs first, so kernel compilation (wgpu) is not measured.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Language model: load, prefill, decode, TTFT, peak RSS.
-    Llm {
-        /// GGUF model file.
-        #[arg(long)]
-        model: PathBuf,
-        /// auto, cpu or wgpu.
-        #[arg(long, default_value = "cpu")]
-        backend: String,
-        /// CPU threads for the CPU backend.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Text whose first `prompt-tokens` tokens form the prompt (repeated
-        /// when it is shorter).
-        #[arg(long)]
-        prompt_file: PathBuf,
-        /// Prompt length in tokens.
-        #[arg(long, default_value_t = 128)]
-        prompt_tokens: usize,
-        /// Tokens to decode (end-of-sequence is ignored).
-        #[arg(long, default_value_t = 128)]
-        gen_tokens: usize,
-        /// Also time the fused CPU step phase by phase (matrix products,
-        /// attention, norms…) and print milliseconds per decoded token.
-        #[arg(long)]
-        profile: bool,
-        /// Untimed runs first, so kernel compilation (wgpu) is not measured.
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-    },
+    Llm(LlmArgs),
     /// Vision-language model: encoder ms per tile, TTFT for one photo, peak RSS.
     Vlm {
         /// HF SmolVLM directory, or the decoder GGUF (with --mmproj).
@@ -295,76 +299,66 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let Cli { cmd } = Cli::parse();
-    let (model, backend, threads, prompt_file, prompt_tokens, gen_tokens, warmup, profile) =
-        match cmd {
-            Cmd::Llm {
-                model,
-                backend,
-                threads,
-                prompt_file,
-                prompt_tokens,
-                gen_tokens,
-                profile,
-                warmup,
-            } => (
-                model,
-                backend,
-                threads,
-                prompt_file,
-                prompt_tokens,
-                gen_tokens,
-                warmup,
-                profile,
-            ),
-            Cmd::Vlm {
+    let LlmArgs {
+        model,
+        backend,
+        threads,
+        prompt_file,
+        prompt_tokens,
+        gen_tokens,
+        profile,
+        warmup,
+    } = match cmd {
+        Cmd::Llm(args) => args,
+        Cmd::Vlm {
+            model,
+            mmproj,
+            image,
+            question,
+            tiling,
+            backend,
+            threads,
+            gen_tokens,
+            warmup,
+            runs,
+        } => {
+            device::set_cpu_threads(threads);
+            return bench_vlm(
                 model,
                 mmproj,
                 image,
                 question,
                 tiling,
-                backend,
+                backend.parse()?,
                 threads,
                 gen_tokens,
                 warmup,
-                runs,
-            } => {
-                device::set_cpu_threads(threads);
-                return bench_vlm(
-                    model,
-                    mmproj,
-                    image,
-                    question,
-                    tiling,
-                    backend.parse()?,
-                    threads,
-                    gen_tokens,
-                    warmup,
-                    runs.max(1),
-                );
-            }
-            Cmd::Tts {
+                runs.max(1),
+            );
+        }
+        Cmd::Tts {
+            voice,
+            text,
+            backend,
+            threads,
+            no_noise,
+            out,
+            warmup,
+            runs,
+        } => {
+            device::set_cpu_threads(threads);
+            return bench_tts(
                 voice,
                 text,
-                backend,
+                backend.parse()?,
                 threads,
                 no_noise,
                 out,
                 warmup,
-                runs,
-            } => {
-                device::set_cpu_threads(threads);
-                return bench_tts(
-                    voice,
-                    text,
-                    backend.parse()?,
-                    threads,
-                    no_noise,
-                    out,
-                    warmup,
-                    runs.max(1),
-                );
-            }
-        };
+                runs.max(1),
+            );
+        }
+    };
     let backend: BackendKind = backend.parse()?;
     device::set_cpu_threads(threads);
     let opts = EngineOptions {

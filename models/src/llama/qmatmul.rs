@@ -19,6 +19,20 @@ use crate::gguf::GgmlType;
 use half::f16;
 use rayon::prelude::*;
 
+/// Whether the AVX2 copies of the kernels can run: AVX2, FMA and F16C (the
+/// f16 scales), detected at run time (cached by std); `false` off x86-64,
+/// where the portable bodies run.
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// A `[rows, cols]` weight (rows = output features) in ggml blocks.
 #[derive(Debug, Clone)]
 pub(crate) struct QMatrix {
@@ -98,11 +112,7 @@ impl QMatrix {
         let w = &self.data[first * rb..(first + out.len()) * rb];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-                && matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
-            {
+            if has_avx2() && matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
                 // SAFETY: the features were just detected; `w` holds
                 // `out.len()` whole rows and `a` one row of `cols` values.
                 unsafe { matvec_avx2(self.ty, w, rb, a, out) };
@@ -130,11 +140,7 @@ impl QMatrix {
         let w = &self.data[first * rb..(first + rows) * rb];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-                && matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
-            {
+            if has_avx2() && matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
                 // SAFETY: the features were just detected; `w` holds `rows`
                 // whole rows and every activation `cols` values.
                 unsafe { matmul_avx2(self.ty, w, rb, acts, out) };
@@ -198,8 +204,7 @@ impl QMatrix {
 fn row_dot(ty: GgmlType, w: &[u8], acts: &[QBlocks], sums: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx2() {
             // SAFETY: the features the function is compiled for were just detected.
             unsafe { row_dot_avx2(ty, w, acts, sums) };
             return;
@@ -699,8 +704,7 @@ pub(crate) struct QBlocks {
 fn quantize_row_best(x: &[f32], fmt: ActFormat) -> QBlocks {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx2() {
             // SAFETY: the features were just detected.
             return unsafe { quantize_row_avx2(x, fmt) };
         }

@@ -26,7 +26,7 @@
 mod pool;
 pub mod profile;
 
-use super::qmatmul::{QBlocks, QMatrix};
+use super::qmatmul::{QBlocks, QMatrix, has_avx2};
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use pool::Pool;
@@ -371,18 +371,6 @@ fn attend(a: Attend<'_>) {
         return;
     }
     attend_body(a);
-}
-
-/// AVX2, FMA and F16C (detected once; `false` off x86-64).
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 #[cfg(target_arch = "x86_64")]
