@@ -2,8 +2,9 @@
 # Creates (idempotently) the Python venv holding the llama.cpp reference engine
 # that Seer's parity fixtures and benchmarks are measured against:
 # llama-cpp-python built from its sdist on this machine (CPU only, no BLAS),
-# plus transformers, tokenizers, gguf and numpy, all pinned in
-# scripts/requirements-llamacpp.txt.
+# plus transformers, tokenizers, gguf and numpy, its server extras
+# (`python -m llama_cpp.server`) and the `openai` client, which the offload and
+# HTTP API tests use as real peers; all pinned in scripts/requirements-llamacpp.txt.
 #
 # Usage: scripts/llama-cpp-venv.sh
 #   SEER_LLAMA_VENV  venv directory (default /var/cache/seer-ci/venv-llamacpp)

@@ -20,6 +20,12 @@ scripts/install-deps.sh
 stamp "fetching test models into $SEER_TEST_MODELS"
 scripts/fetch-test-models.sh "$SEER_TEST_MODELS"
 
+stamp "installing the OpenAI-API peers (llama.cpp's server, the openai package)"
+# A first run compiles llama.cpp (10-25 min on 2 cores); later runs find every
+# pinned package and return at once.
+SEER_PEERS_PYTHON="$(scripts/llama-cpp-venv.sh | tail -n1)"
+export SEER_PEERS_PYTHON
+
 stamp "checking formatting"
 cargo fmt --all -- --check
 

@@ -9,6 +9,9 @@
 //!   defaults and environment, the catalogue, model files, the camera
 //!   source. Nothing downstream looks anything up again on the executor.
 
+mod network;
+
+pub use network::{HttpResolved, HttpSection, Mode as OffloadModeConfig, OffloadSection, Secret};
 use seer_models::device::BackendKind;
 use seer_models::generate::VlmFiles;
 use seer_store::{Catalog, ModelStore, StoreError};
@@ -51,6 +54,10 @@ pub struct Config {
     pub vision: VisionConfig,
     /// Spoken answers.
     pub speech: SpeechConfig,
+    /// Answering on a bigger machine's OpenAI-compatible server.
+    pub offload: OffloadSection,
+    /// Seer's own OpenAI-compatible HTTP API.
+    pub http: HttpSection,
 }
 
 /// The catalogue's default voice (licence checked: see store/catalog.toml).
@@ -771,6 +778,8 @@ impl Config {
                 message,
             })?),
         };
+        let offload = self.offload.resolve(path)?;
+        let http = self.http.resolve(path)?;
         let camera = v
             .camera
             .as_deref()
@@ -786,6 +795,8 @@ impl Config {
             voice,
             speech_off,
             camera,
+            offload,
+            http,
             config: self,
         })
     }
@@ -884,6 +895,10 @@ pub struct Resolved {
     pub voice: Option<PathBuf>,
     /// Why speech is off although it is enabled (voice not installed).
     pub speech_off: Option<String>,
+    /// The offload server (`None`: offload is off).
+    pub offload: Option<seer_pipelines::offload::OffloadConfig>,
+    /// The HTTP API (`None`: off).
+    pub http: Option<HttpResolved>,
 }
 
 /// Resolves `socket.group` (a name from /etc/group, or a numeric id).

@@ -60,6 +60,8 @@ pub enum Error {
     ChecksumMismatch(String),
     /// Not enough disk space.
     NoSpace(String),
+    /// The offload server failed.
+    OffloadFailed(String),
     /// Anything else.
     Internal(String),
 }
@@ -78,6 +80,7 @@ impl From<ServiceError> for Error {
             Code::DownloadFailed => Error::DownloadFailed(m),
             Code::ChecksumMismatch => Error::ChecksumMismatch(m),
             Code::NoSpace => Error::NoSpace(m),
+            Code::OffloadFailed => Error::OffloadFailed(m),
             Code::Internal => Error::Internal(m),
         }
     }
@@ -264,6 +267,21 @@ impl Assistant {
         out.insert("version".to_owned(), owned(d.version));
         out.insert("models".to_owned(), owned(models(&self.service)));
         out.insert("capabilities".to_owned(), owned(caps));
+        if let Some(o) = d.offload {
+            let mut m: HashMap<&str, OwnedValue> = HashMap::new();
+            m.insert("url", owned(o.url));
+            m.insert("mode", owned(o.mode));
+            m.insert("breaker", owned(o.breaker));
+            m.insert("failures", owned(o.failures));
+            m.insert("answered", owned(o.answered));
+            if let Some(e) = o.last_error {
+                m.insert("last_error", owned(e));
+            }
+            out.insert("offload".to_owned(), owned(m));
+        }
+        if let Some(h) = d.http {
+            out.insert("http".to_owned(), owned(h));
+        }
         out
     }
 

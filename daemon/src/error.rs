@@ -52,6 +52,7 @@ impl From<AnswerError> for ServiceError {
             AnswerError::BadRequest(_) => Code::BadRequest,
             AnswerError::Unsupported(_) => Code::Unsupported,
             AnswerError::Internal(_) => Code::Internal,
+            AnswerError::Offload(_) => Code::OffloadFailed,
         };
         Self::new(code, e.to_string())
     }

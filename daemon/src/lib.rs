@@ -10,6 +10,7 @@
 //! - [`server`]: the Unix socket (permissions, stale-socket detection, peer
 //!   uid check), one task per connection with a bounded event queue.
 //! - [`dbus`]: the `org.seer.Assistant1` D-Bus service (zbus).
+//! - [`http`]: the OpenAI-compatible HTTP API (axum), off by default.
 //! - [`models`]: the model catalogue and downloads for `seer models` and the
 //!   socket's `models.list` / `models.pull`.
 //! - [`listen`]: the microphone and speech models (the listen stage in
@@ -19,13 +20,14 @@
 //! - [`systemd`]: readiness notification.
 //!
 //! The binaries are thin: `seerd` wires config → engine → answer stage →
-//! service → socket and D-Bus, and waits for SIGINT/SIGTERM; `seer` speaks
+//! service → socket, D-Bus and HTTP, and waits for SIGINT/SIGTERM; `seer` speaks
 //! the protocol.
 
 pub mod camera;
 pub mod config;
 pub mod dbus;
 pub mod error;
+pub mod http;
 pub mod listen;
 pub mod models;
 pub mod protocol;

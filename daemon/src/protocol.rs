@@ -9,6 +9,8 @@
 //! [`decode`] add and remove the `v` and `id` every message carries.
 
 use seer_models::generate::{StopReason, Timings};
+pub use seer_pipelines::answer::Backend;
+pub use seer_pipelines::offload::RemoteHealth;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -40,6 +42,9 @@ pub enum Code {
     ChecksumMismatch,
     /// Not enough disk space for a download.
     NoSpace,
+    /// The offload server failed and `[offload] mode = "only"` allows no
+    /// local answer (or it failed after the answer began).
+    OffloadFailed,
     /// A bug or unexpected failure.
     Internal,
 }
@@ -58,6 +63,7 @@ impl Code {
             Code::DownloadFailed => "download_failed",
             Code::ChecksumMismatch => "checksum_mismatch",
             Code::NoSpace => "no_space",
+            Code::OffloadFailed => "offload_failed",
             Code::Internal => "internal",
         }
     }
@@ -407,6 +413,9 @@ pub struct Status {
     pub model: ModelInfo,
     /// Seconds since start.
     pub uptime_s: u64,
+    /// The offload server's health (absent: offload is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<RemoteHealth>,
 }
 
 /// `describe.capabilities`.
@@ -456,6 +465,12 @@ pub struct Describe {
     pub capabilities: Capabilities,
     /// Its models.
     pub models: Models,
+    /// The offload server (absent: offload is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<RemoteHealth>,
+    /// The OpenAI-compatible HTTP API's address (absent: it is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 /// `models.progress`.
@@ -513,6 +528,9 @@ pub enum Event {
         stop_reason: StopReason,
         /// Where the time went.
         timings: Timings,
+        /// Which engine answered: `local`, or `remote` (`[offload]`).
+        #[serde(default)]
+        backend: Backend,
     },
     /// The request was cancelled.
     #[serde(rename = "cancelled")]

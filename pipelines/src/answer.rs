@@ -7,10 +7,11 @@
 //! own job queue and on per-turn event channels whose consumers never block.
 
 use crate::conversation::Conversations;
+use crate::offload::{HealthHandle, OffloadMode, Remote, RemoteError, RemoteHealth, RemoteParams};
 use crate::state::{State, StateBus};
 use seer_cancel::CancelToken;
 use seer_models::ModelError;
-use seer_models::generate::{Engine, ImagePrompt, Request, StopReason, Timings};
+use seer_models::generate::{Engine, ImagePrompt, Request, Sampling, StopReason, Timings};
 use seer_models::tokenizer::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
@@ -52,6 +53,40 @@ pub struct Ask {
     pub max_tokens: Option<usize>,
     /// A photo to look at; answered by the vision-language model.
     pub image: Option<Arc<image::RgbImage>>,
+    /// The conversation so far, given by the client (the HTTP API is
+    /// stateless): used instead of a stored `conversation`, and its system
+    /// message, if any, instead of the configured system prompt.
+    pub messages: Option<Vec<Message>>,
+    /// Token selection (greedy when not given).
+    pub sampling: Option<Sampling>,
+    /// Stop strings.
+    pub stop: Vec<String>,
+}
+
+impl Ask {
+    /// A plain question.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            conversation: None,
+            max_tokens: None,
+            image: None,
+            messages: None,
+            sampling: None,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Which engine answered a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The model on this device.
+    #[default]
+    Local,
+    /// The offload server (`[offload]`).
+    Remote,
 }
 
 /// Why a turn failed.
@@ -72,6 +107,9 @@ pub enum AnswerError {
     /// Anything else.
     #[error("{0}")]
     Internal(String),
+    /// The offload server failed and no local answer may replace it.
+    #[error("{0}")]
+    Offload(String),
 }
 
 /// What happens to a turn, in order: `Queued`, `Thinking`, `Delta`s, then
@@ -95,6 +133,8 @@ pub enum TurnEvent {
         stop_reason: StopReason,
         /// Where the time went.
         timings: Timings,
+        /// Which engine answered.
+        backend: Backend,
     },
     /// Cancelled before or during generation.
     Cancelled,
@@ -143,6 +183,7 @@ pub struct Answerer {
     pending: Arc<AtomicUsize>,
     active: Arc<Mutex<Vec<CancelToken>>>,
     queue: usize,
+    offload: Option<HealthHandle>,
 }
 
 impl std::fmt::Debug for Answerer {
@@ -178,6 +219,20 @@ impl Answerer {
         state: StateBus,
         conversations: Arc<Conversations>,
     ) -> Self {
+        Self::spawn_with_offload(engine, vision, None, cfg, state, conversations)
+    }
+
+    /// Starts the answer thread with an offload server beside the local
+    /// engines; [`Remote`]'s mode decides which turns it answers.
+    pub fn spawn_with_offload(
+        engine: EngineSource,
+        vision: Option<EngineSource>,
+        remote: Option<Remote>,
+        cfg: AnswerConfig,
+        state: StateBus,
+        conversations: Arc<Conversations>,
+    ) -> Self {
+        let offload = remote.as_ref().map(Remote::health_handle);
         let (tx, rx) = std_mpsc::sync_channel::<Job>(cfg.queue.max(1));
         let pending = Arc::new(AtomicUsize::new(0));
         let active: Arc<Mutex<Vec<CancelToken>>> = Arc::default();
@@ -186,6 +241,7 @@ impl Answerer {
             finished: finished.clone(),
             engine,
             vision,
+            remote,
             cfg: cfg.clone(),
             state,
             conversations,
@@ -202,7 +258,13 @@ impl Answerer {
             pending,
             active,
             queue: cfg.queue,
+            offload,
         }
+    }
+
+    /// The offload server's health (`None`: offload is off).
+    pub fn offload_health(&self) -> Option<RemoteHealth> {
+        self.offload.as_ref().map(HealthHandle::get)
     }
 
     /// Every turn that ends with an answer, from any front end.
@@ -258,6 +320,7 @@ struct Worker {
     finished: tokio::sync::broadcast::Sender<Finished>,
     engine: EngineSource,
     vision: Option<EngineSource>,
+    remote: Option<Remote>,
     cfg: AnswerConfig,
     state: StateBus,
     conversations: Arc<Conversations>,
@@ -303,7 +366,144 @@ impl Worker {
         }
     }
 
+    /// Routes a turn: to the offload server when its mode and breaker
+    /// say so, else (or when it fails before its first word, in `prefer`
+    /// mode) to the local engine.
     fn answer(&mut self, job: &Job) -> TurnEvent {
+        let image = job.ask.image.is_some();
+        if let Some(remote) = self.remote.as_ref().filter(|r| r.takes(image)) {
+            let only = remote.mode() == OffloadMode::Only;
+            if remote.closed() {
+                match self.answer_remote(remote, job) {
+                    Ok(ev) => return ev,
+                    Err(e) if only => return TurnEvent::Failed(AnswerError::Offload(e)),
+                    Err(e) => tracing::info!("answering locally instead: {e}"),
+                }
+            } else if only {
+                let h = remote.health_handle().get();
+                return TurnEvent::Failed(AnswerError::Offload(format!(
+                    "the offload server {} is not answering ({}; probing it in the background) and [offload] mode = \"only\"",
+                    h.url,
+                    h.last_error.as_deref().unwrap_or("failed")
+                )));
+            }
+        }
+        self.answer_local(job)
+    }
+
+    /// The turn on the offload server. `Err` only when nothing of the
+    /// answer arrived, so the caller may still answer locally.
+    fn answer_remote(&self, remote: &Remote, job: &Job) -> Result<TurnEvent, String> {
+        let (system, mut history) = self.history(&job.ask);
+        let mut messages = Vec::with_capacity(history.len() + 2);
+        if !system.is_empty() {
+            messages.push(Message::new("system", &system));
+        }
+        messages.extend(history.iter().cloned());
+        messages.push(Message::new("user", &job.ask.text));
+        let sampling = job.ask.sampling.clone().unwrap_or_default();
+        let params = RemoteParams {
+            max_tokens: job.ask.max_tokens.unwrap_or(self.cfg.max_tokens),
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            seed: (sampling.temperature > 0.0).then_some(sampling.seed),
+            stop: job.ask.stop.clone(),
+        };
+        let events = &job.events;
+        let cancel = &job.cancel;
+        let mut on_delta = |text: &str| {
+            // The receiver is gone: the client left, stop working for it.
+            let ok = events
+                .blocking_send(TurnEvent::Delta(text.to_owned()))
+                .is_ok();
+            if !ok {
+                cancel.cancel();
+            }
+            ok
+        };
+        let out = match remote.answer(
+            &messages,
+            job.ask.image.as_deref(),
+            &params,
+            cancel,
+            &mut on_delta,
+        ) {
+            Ok(o) => o,
+            Err(RemoteError::Cancelled) => return Ok(TurnEvent::Cancelled),
+            Err(RemoteError::BeforeFirst(e)) => return Err(e),
+            Err(RemoteError::AfterFirst(e)) => {
+                return Ok(TurnEvent::Failed(AnswerError::Offload(format!(
+                    "the offload server failed mid-answer: {e}"
+                ))));
+            }
+        };
+        let text = out.text.trim().to_owned();
+        let _ = self.finished.send(Finished {
+            question: job.ask.text.clone(),
+            answer: text.clone(),
+        });
+        if let Some(c) = &job.ask.conversation {
+            history.push(Message::new("user", &job.ask.text));
+            history.push(Message::new("assistant", &text));
+            self.conversations.store(c, history);
+        }
+        let generated = out.completion_tokens.unwrap_or(out.pieces);
+        let decode_ms = (out.total_ms - out.first_token_ms).max(0.0);
+        Ok(TurnEvent::End {
+            text: out.text,
+            stop_reason: out.stop_reason,
+            timings: Timings {
+                prompt_tokens: out.prompt_tokens.unwrap_or(0),
+                generated_tokens: generated,
+                time_to_first_token_ms: out.first_token_ms,
+                decode_ms,
+                decode_tokens_per_s: if decode_ms > 0.0 {
+                    generated.saturating_sub(1) as f64 * 1e3 / decode_ms
+                } else {
+                    0.0
+                },
+                ..Timings::default()
+            },
+            backend: Backend::Remote,
+        })
+    }
+
+    /// The system prompt and the conversation before the question: the
+    /// client's own messages when it sent them, else the stored
+    /// conversation and the configured prompt.
+    fn history(&self, ask: &Ask) -> (String, Vec<Message>) {
+        match &ask.messages {
+            Some(msgs) => {
+                let system = msgs
+                    .iter()
+                    .filter(|m| m.role == "system")
+                    .map(|m| m.content.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let history = msgs
+                    .iter()
+                    .filter(|m| m.role != "system")
+                    .cloned()
+                    .collect();
+                let system = if system.is_empty() {
+                    self.cfg.system_prompt.clone()
+                } else {
+                    system
+                };
+                (system, history)
+            }
+            None => (
+                self.cfg.system_prompt.clone(),
+                ask.conversation
+                    .as_deref()
+                    .map(|c| self.conversations.history(c))
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    fn answer_local(&mut self, job: &Job) -> TurnEvent {
+        let (system, mut history) = self.history(&job.ask);
         let cfg = self.cfg.clone();
         let conversations = self.conversations.clone();
         let finished = self.finished.clone();
@@ -315,14 +515,8 @@ impl Worker {
             Ok(e) => e,
             Err(e) => return TurnEvent::Failed(e),
         };
-        let mut history = job
-            .ask
-            .conversation
-            .as_deref()
-            .map(|c| conversations.history(c))
-            .unwrap_or_default();
         let max_tokens = job.ask.max_tokens.unwrap_or(cfg.max_tokens);
-        let req = match &job.ask.image {
+        let mut req = match &job.ask.image {
             // SmolVLM is prompted as its processor does, with no system
             // prompt (the small models follow one poorly).
             Some(img) => {
@@ -333,11 +527,15 @@ impl Worker {
                     Err(e) => return TurnEvent::Failed(e),
                 }
             }
-            None => match fit_prompt(engine, &cfg, &mut history, &job.ask.text) {
+            None => match fit_prompt(engine, &cfg, &system, &mut history, &job.ask.text) {
                 Ok(p) => Request::new(p, max_tokens),
                 Err(e) => return TurnEvent::Failed(e),
             },
         };
+        if let Some(s) = &job.ask.sampling {
+            req.sampling = s.clone();
+        }
+        req.stop.clone_from(&job.ask.stop);
         if job.cancel.is_cancelled() {
             return TurnEvent::Cancelled;
         }
@@ -376,6 +574,7 @@ impl Worker {
             text: out.text,
             stop_reason: out.stop_reason,
             timings: out.timings,
+            backend: Backend::Local,
         }
     }
 }
@@ -446,13 +645,14 @@ fn fit_image_prompt(
 fn fit_prompt(
     engine: &Engine,
     cfg: &AnswerConfig,
+    system: &str,
     history: &mut Vec<Message>,
     question: &str,
 ) -> Result<Vec<u32>, AnswerError> {
     loop {
         let mut messages = Vec::with_capacity(history.len() + 2);
-        if !cfg.system_prompt.is_empty() {
-            messages.push(Message::new("system", &cfg.system_prompt));
+        if !system.is_empty() {
+            messages.push(Message::new("system", system));
         }
         messages.extend(history.iter().cloned());
         messages.push(Message::new("user", question));

@@ -5,6 +5,8 @@
 //!   [`answer::Answerer::submit`] returns a [`answer::Turn`]: a bounded
 //!   channel of [`answer::TurnEvent`]s (queued, thinking, text deltas, end)
 //!   and a cancel handle that reaches the token loop.
+//! - [`offload::Remote`] answers turns on an OpenAI-compatible server
+//!   instead (`[offload]`), with a circuit breaker and local fallback.
 //! - [`conversation::Conversations`] keeps chat history per conversation id
 //!   within a token budget, oldest turns dropped first.
 //! - [`transcribe::transcribe_clip`] cuts recorded audio into speech with
@@ -18,6 +20,7 @@
 pub mod answer;
 pub mod conversation;
 pub mod listen;
+pub mod offload;
 pub mod speak;
 pub mod state;
 pub mod transcribe;

@@ -81,10 +81,8 @@ fn until_thinking(t: &mut Turn) {
 
 fn ask(text: &str, max_tokens: usize) -> Ask {
     Ask {
-        text: text.into(),
-        conversation: None,
         max_tokens: Some(max_tokens),
-        image: None,
+        ..Ask::text(text)
     }
 }
 
@@ -196,10 +194,9 @@ fn conversations_keep_history_within_the_budget() {
     for i in 0..6 {
         let mut t = a
             .submit(Ask {
-                text: format!("q{i}"),
                 conversation: Some("c".into()),
                 max_tokens: Some(6),
-                image: None,
+                ..Ask::text(format!("q{i}"))
             })
             .expect("queued");
         assert!(matches!(drain(&mut t).last(), Some(TurnEvent::End { .. })));

@@ -10,6 +10,8 @@
 #[cfg(feature = "daemon")]
 mod daemon;
 pub mod hub;
+#[cfg(feature = "daemon")]
+pub mod peers;
 pub mod sound;
 pub mod video;
 

@@ -15,6 +15,7 @@ use seer_models::device;
 use seer_models::generate::{Engine, EngineOptions};
 use seer_pipelines::answer::{AnswerConfig, Answerer, EngineSource};
 use seer_pipelines::conversation::Conversations;
+use seer_pipelines::offload::Remote;
 use seer_pipelines::state::StateBus;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -99,10 +100,18 @@ fn run() -> Result<()> {
         weights: None,
     };
     let (engine, vision) = engines(&resolved, &opts)?;
+    let remote = match resolved.offload.clone() {
+        None => None,
+        Some(cfg) => {
+            tracing::info!(url = %cfg.url, mode = ?cfg.mode, "offloading answers");
+            Some(Remote::new(cfg).map_err(anyhow::Error::msg)?)
+        }
+    };
     let state = StateBus::new();
-    let answerer = Answerer::spawn_with_vision(
+    let answerer = Answerer::spawn_with_offload(
         engine,
         vision,
+        remote,
         AnswerConfig {
             system_prompt: c.assistant.system_prompt.clone(),
             max_tokens: c.assistant.max_tokens,
@@ -165,6 +174,16 @@ fn engines(r: &Resolved, opts: &EngineOptions) -> Result<(EngineSource, Option<E
 async fn serve(r: Resolved, answerer: Answerer, state: StateBus) -> Result<()> {
     let c = r.config;
     let listener = server::bind(&r.socket, r.group)?;
+    let http = match &r.http {
+        None => None,
+        Some(h) => match seer_daemon::http::bind(h).await {
+            Ok(l) => Some((l, h.clone())),
+            Err(e) => {
+                let _ = std::fs::remove_file(&r.socket);
+                anyhow::bail!(e);
+            }
+        },
+    };
     let hub = seer_store::Hub::from_env();
     tracing::info!(dir = %r.store.dir().display(), endpoint = hub.endpoint(), "models");
     let models = Arc::new(seer_daemon::models::Models::new(r.catalog, r.store, hub));
@@ -207,6 +226,7 @@ async fn serve(r: Resolved, answerer: Answerer, state: StateBus) -> Result<()> {
         },
         speech_enabled: c.speech.enabled,
         voice: r.voice.clone(),
+        http: r.http.as_ref().map(|h| h.listen.to_string()),
     });
     let _dbus = match start_dbus(c.dbus.bus, c.dbus.required, &assistant).await {
         Ok(conn) => conn,
@@ -222,7 +242,11 @@ async fn serve(r: Resolved, answerer: Answerer, state: StateBus) -> Result<()> {
         group: r.group,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, shared, stop_rx));
+    let server = tokio::spawn(server::serve(listener, shared, stop_rx.clone()));
+    let http = http.map(|(l, h)| {
+        tracing::info!(listen = %h.listen, "HTTP API (OpenAI-compatible) ready");
+        tokio::spawn(seer_daemon::http::serve(l, h, assistant.clone(), stop_rx))
+    });
     tracing::info!(socket = %r.socket.display(), "seerd ready");
     systemd::notify_ready();
 
@@ -238,6 +262,11 @@ async fn serve(r: Resolved, answerer: Answerer, state: StateBus) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(h) = http {
+        // Streams end with their cancelled turns; a client that holds an
+        // idle connection open does not hold up the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
+    }
     if let Err(e) = std::fs::remove_file(&r.socket) {
         tracing::warn!("removing {}: {e}", r.socket.display());
     }

@@ -69,6 +69,8 @@ pub struct Parts {
     pub speech_enabled: bool,
     /// The voice's `.onnx`, as `describe` names it.
     pub voice: Option<std::path::PathBuf>,
+    /// The HTTP API's address, as `describe` names it (`None`: off).
+    pub http: Option<String>,
 }
 
 /// The assistant. Cheap to share (`Arc`); every method is safe to call
@@ -89,6 +91,7 @@ pub struct Assistant {
     captures: AtomicU64,
     speech: speech::SpeechParts,
     voice_file: Option<std::path::PathBuf>,
+    http: Option<String>,
 }
 
 impl std::fmt::Debug for Assistant {
@@ -127,6 +130,7 @@ impl Assistant {
                 parts.speech_enabled,
             ),
             voice_file: parts.voice,
+            http: parts.http,
         });
         if let Some(heard) = parts.heard {
             tokio::spawn(voice::hands_free(Arc::downgrade(&this), heard));
@@ -150,6 +154,7 @@ impl Assistant {
             speech: self.speech_available(),
             model: self.language.clone(),
             uptime_s: self.started.elapsed().as_secs(),
+            offload: self.answerer.offload_health(),
         }
     }
 
@@ -176,6 +181,8 @@ impl Assistant {
                 vision: self.vision.clone(),
                 voice: self.voice_file.clone(),
             },
+            offload: self.answerer.offload_health(),
+            http: self.http.clone(),
         }
     }
 

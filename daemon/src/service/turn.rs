@@ -6,6 +6,8 @@ use super::speech::{Origin, Spoken, next_speech, speak_to_end, speech_event};
 use crate::error::ServiceError;
 use crate::protocol::{Activity, AskRequest, Event, ImageRef};
 use seer_cancel::CancelToken;
+use seer_models::generate::Sampling;
+use seer_models::tokenizer::Message;
 use seer_pipelines::answer::{Ask, Turn, TurnEvent};
 use seer_pipelines::speak::SpeechEvent;
 use seer_pipelines::state::State;
@@ -31,6 +33,13 @@ pub struct Question {
     pub stream: bool,
     /// Whether the answer is also spoken aloud.
     pub speak: bool,
+    /// The client's own conversation (the HTTP API): replaces a stored
+    /// one and, with a system message, the configured system prompt.
+    pub messages: Option<Vec<Message>>,
+    /// Token selection (greedy when not given).
+    pub sampling: Option<Sampling>,
+    /// Stop strings.
+    pub stop: Vec<String>,
 }
 
 impl Question {
@@ -43,6 +52,9 @@ impl Question {
             image: None,
             stream: true,
             speak: false,
+            messages: None,
+            sampling: None,
+            stop: Vec::new(),
         }
     }
 }
@@ -56,6 +68,9 @@ impl From<AskRequest> for Question {
             image: a.image,
             stream: a.stream.unwrap_or(true),
             speak: a.speak.unwrap_or(false),
+            messages: None,
+            sampling: None,
+            stop: Vec::new(),
         }
     }
 }
@@ -163,6 +178,9 @@ impl Assistant {
             conversation: q.conversation,
             max_tokens: q.max_tokens,
             image: None,
+            messages: q.messages,
+            sampling: q.sampling,
+            stop: q.stop,
         };
         let origin = if q.speak {
             Origin::AskedToSpeak
@@ -329,10 +347,12 @@ fn answer_event(ev: TurnEvent, stream: bool) -> Option<Event> {
             text,
             stop_reason,
             timings,
+            backend,
         } => Event::AnswerEnd {
             text,
             stop_reason,
             timings,
+            backend,
         },
         TurnEvent::Cancelled => Event::Cancelled {},
         TurnEvent::Failed(e) => ServiceError::from(e).into(),

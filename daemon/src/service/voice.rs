@@ -153,10 +153,9 @@ impl Assistant {
         }
         let image = self.frame_for(&text).await;
         let ask = Ask {
-            text,
             conversation,
-            max_tokens: None,
             image,
+            ..Ask::text(text)
         };
         self.answer(ask, true, spoken, tx, c);
     }
