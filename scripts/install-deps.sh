@@ -19,11 +19,13 @@ set -euo pipefail
 #   pipewire + wireplumber + pipewire-v4l2 + gstreamer1.0-{pipewire,tools,
 #   plugins-base}: the camera test serves a gst test pattern as a PipeWire
 #   video source and captures it through pipewire-v4l2 (no kernel V4L2 here).
+#   iproute2 (ip): the no-network test brings loopback up in a fresh network
+#   namespace (unshare -n) before starting seerd there.
 PACKAGES=(
   build-essential cmake pkg-config git ca-certificates curl
   libvulkan1 mesa-vulkan-drivers vulkan-tools
   python3 python3-pip python3-venv
-  dbus libglib2.0-bin systemd util-linux
+  dbus libglib2.0-bin systemd util-linux iproute2
   espeak-ng sox
   libasound2-dev pulseaudio pulseaudio-utils libasound2-plugins
   libclang-dev pipewire wireplumber pipewire-v4l2

@@ -249,7 +249,9 @@ impl Assistant {
     }
 
     /// Version, models and capabilities, as the socket's `describe` reports
-    /// them (the socket's request lists are socket-only).
+    /// them (the socket's request lists are socket-only); with `[offload]`
+    /// on, `offload` (a{sv}: url, mode, breaker, failures, answered,
+    /// last_error), and with `[http]` on, `http` (its address).
     async fn describe(&self) -> HashMap<String, OwnedValue> {
         let d = self.service.describe();
         let c = d.capabilities;

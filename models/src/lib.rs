@@ -29,6 +29,7 @@
 
 pub mod device;
 pub mod error;
+pub mod fuzz;
 pub mod generate;
 pub mod gguf;
 pub mod llama;

@@ -198,26 +198,7 @@ impl Source for HfSource {
         };
         let st = SafeTensors::deserialize(map).map_err(|e| terr(e.to_string()))?;
         let view = st.tensor(&name).map_err(|e| terr(e.to_string()))?;
-        let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(terr(format!(
-                    "dtype {other:?} is not supported (f32, f16, bf16)"
-                )));
-            }
-        };
+        let data = view_f32(&view).map_err(terr)?;
         Ok(Some(Raw {
             data,
             shape: view.shape().to_vec(),
@@ -227,6 +208,28 @@ impl Source for HfSource {
     fn is_llama_cpp(&self) -> bool {
         false
     }
+}
+
+/// A safetensors tensor's values as f32 (f32, f16 and bf16 files).
+pub(crate) fn view_f32(
+    view: &safetensors::tensor::TensorView<'_>,
+) -> std::result::Result<Vec<f32>, String> {
+    let bytes = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => return Err(format!("dtype {other:?} is not supported (f32, f16, bf16)")),
+    })
 }
 
 /// Tensor `name` from `src` as f32, checked against the `shape` the

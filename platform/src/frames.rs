@@ -141,8 +141,15 @@ pub fn load(path: &Path, max_pixels: u64) -> Result<RgbImage, ImageError> {
         source,
     };
     // Only regular files, and only as many bytes as an image may have: a
-    // path to /dev/zero or a FIFO must not hang or fill memory.
-    let file = std::fs::File::open(path).map_err(io)?;
+    // path to /dev/zero or a FIFO must not hang or fill memory. Opening a
+    // FIFO blocks until a writer comes, unless it is opened non-blocking
+    // (which changes nothing for a regular file).
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
     if !file.metadata().map_err(io)?.is_file() {
         return Err(ImageError::Unsupported {
             what: format!("{} (not a regular file)", path.display()),

@@ -35,6 +35,18 @@ impl Daemon {
     /// As [`Daemon::start_with_env`], with `model` as the `[model]` lines
     /// that choose the model (`path = …`, or `name = …` and `models_dir = …`).
     pub fn start_with_model(model: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_wrapped(&[], model, extra, env)
+    }
+
+    /// As [`Daemon::start_with_model`], with `seerd` run through `wrapper`
+    /// (e.g. `unshare -n`): the command line becomes `WRAPPER… seerd
+    /// --config FILE`.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        model: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run/seer.sock");
         // Hands-free listening opens the microphone at start; tests that do
@@ -70,7 +82,19 @@ impl Daemon {
             ),
         )
         .expect("write config");
-        let child = seerd(&config)
+        let mut cmd = match wrapper.split_first() {
+            None => seerd(&config),
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args)
+                    .arg(crate::bin("seerd"))
+                    .arg("--config")
+                    .arg(&config)
+                    .env_remove("SEER_SOCKET");
+                c
+            }
+        };
+        let child = cmd
             .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

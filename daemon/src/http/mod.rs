@@ -33,6 +33,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 
+/// Parses a chat-completion body as `POST /v1/chat/completions` does, up
+/// to the question it would ask (the fuzz target's entry point).
+pub fn parse_chat_request(body: &[u8]) -> Result<crate::service::Question, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let req: ChatRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| e.to_string())?;
+    req.into_question()
+        .map(|p| p.question)
+        .map_err(|e| e.message)
+}
+
 /// A streaming client that accepts nothing for this long loses its turn.
 pub const STALL: Duration = Duration::from_secs(30);
 

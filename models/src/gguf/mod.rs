@@ -371,7 +371,9 @@ impl GgufFile {
                     dims[0]
                 )));
             }
-            let size = elements / be as u64 * bb as u64;
+            let size = (elements / be as u64)
+                .checked_mul(bb as u64)
+                .ok_or_else(|| c.err(format!("{what}: dimensions {dims:?} overflow")))?;
             if rel % alignment != 0 {
                 return Err(c.err(format!(
                     "{what}: data offset {rel} is not aligned to {alignment}"
