@@ -93,3 +93,169 @@ fn without_a_network_seer_answers_looks_and_a_pull_fails_cleanly() {
         .unwrap_or_default();
     assert!(installed.is_empty(), "{list}");
 }
+
+/// The recording streams the sound server itself lists (`pactl list short
+/// source-outputs`), not what Seer says about itself.
+fn recording_streams(sound: &seer_tests::sound::SoundServer) -> usize {
+    let out = std::process::Command::new("pactl")
+        .args(["list", "short", "source-outputs"])
+        .env("PULSE_SERVER", sound.server())
+        .output()
+        .expect("pactl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+/// Waits up to `within` for the sound server to list `want` streams.
+fn wait_streams(sound: &seer_tests::sound::SoundServer, want: usize, within: Duration) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if recording_streams(sound) == want {
+            return true;
+        }
+        if t0.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn muting_closes_the_recording_stream_the_sound_server_sees() {
+    let sound = seer_tests::sound::SoundServer::start();
+    let d = Daemon::start_with_env(
+        &format!(
+            "[listen]\nmodel = {:?}\nvad = {:?}\n",
+            seer_tests::test_model("ggml-tiny.en.bin"),
+            seer_tests::test_model("ggml-silero-v6.2.3.bin")
+        ),
+        &[("PULSE_SERVER", sound.server().as_str())],
+    );
+    // Hands-free: Seer records from the start.
+    assert!(
+        wait_streams(&sound, 1, Duration::from_secs(30)),
+        "listening, the sound server lists {} recording streams",
+        recording_streams(&sound)
+    );
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "set", "id": "m", "muted": true}));
+    let t0 = Instant::now();
+    assert!(
+        wait_streams(&sound, 0, Duration::from_secs(1)),
+        "1 s after mute the sound server still lists {} recording streams",
+        recording_streams(&sound)
+    );
+    println!("recording stream gone {:?} after mute", t0.elapsed());
+    // It stays closed while muted.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(recording_streams(&sound), 0);
+    c.send(json!({"v": 1, "type": "set", "id": "u", "muted": false}));
+    assert!(
+        wait_streams(&sound, 1, Duration::from_secs(10)),
+        "unmuted, no recording stream"
+    );
+}
+
+/// Files under `dir`, recursively (directories themselves are not files).
+fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(p),
+                Ok(_) => out.push(p),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn typed_spoken_and_camera_questions_leave_no_file_behind() {
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    let sub = |s: &str| {
+        let p = h.join(s);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        p.to_string_lossy().into_owned()
+    };
+    let (config, cache, data, state, runtime, tmp) = (
+        sub(".config"),
+        sub(".cache"),
+        sub(".local/share"),
+        sub(".local/state"),
+        sub("run"),
+        sub("tmp"),
+    );
+    let sound = seer_tests::sound::SoundServer::start();
+    let photo = fixtures().join("images/astronaut_portrait.jpg");
+    let d = Daemon::start_with_env(
+        &format!(
+            "[listen]\nmode = \"push-to-talk\"\nmodel = {:?}\nvad = {:?}\n[vision]\nmodel = {:?}\ncamera = {photo:?}\n",
+            seer_tests::test_model("ggml-tiny.en.bin"),
+            seer_tests::test_model("ggml-silero-v6.2.3.bin"),
+            fixtures().join("smolvlm-tiny/hf"),
+        ),
+        &[
+            ("PULSE_SERVER", sound.server().as_str()),
+            ("HOME", h.to_str().expect("utf-8 path")),
+            ("XDG_CONFIG_HOME", config.as_str()),
+            ("XDG_CACHE_HOME", cache.as_str()),
+            ("XDG_DATA_HOME", data.as_str()),
+            ("XDG_STATE_HOME", state.as_str()),
+            ("XDG_RUNTIME_DIR", runtime.as_str()),
+            ("TMPDIR", tmp.as_str()),
+        ],
+    );
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "ask", "id": "t", "text": "What is the capital of France?", "conversation": "c"}));
+    assert_eq!(
+        final_event(&mut c, "t", Duration::from_secs(120))["type"],
+        "answer.end"
+    );
+    c.send(json!({"v": 1, "type": "ask", "id": "l", "text": "What is this?", "image": {"camera": true}, "max_tokens": 4}));
+    assert_eq!(
+        final_event(&mut c, "l", Duration::from_secs(120))["type"],
+        "answer.end"
+    );
+    let wav = h.join("q.wav");
+    let spoken = std::process::Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "130", "-w"])
+        .arg(&wav)
+        .arg("What is the capital of Japan?")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(spoken, "espeak-ng");
+    c.send(json!({"v": 1, "type": "listen.start", "id": "p"}));
+    c.recv_until_match(Duration::from_secs(30), |e| {
+        e["id"] == "p" && e["type"] == "state"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    sound.play(&wav);
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(json!({"v": 1, "type": "listen.stop", "id": "p"}));
+    let end = final_event(&mut c, "p", Duration::from_secs(120));
+    assert_eq!(end["type"], "answer.end", "{end}");
+    std::fs::remove_file(&wav).expect("rm the test's own WAV");
+    drop(c);
+    drop(d);
+    // libpulse (through ALSA's pulse plugin) creates its client cookie
+    // when a user has none: the sound library's key, no audio or text.
+    let cookie = h.join(".config/pulse/cookie");
+    let left: Vec<PathBuf> = files_under(h)
+        .into_iter()
+        .filter(|p| *p != cookie)
+        .collect();
+    assert!(left.is_empty(), "seerd left files behind: {left:#?}");
+}
