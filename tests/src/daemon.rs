@@ -18,6 +18,30 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// Its temp dir (config, socket dir).
     pub dir: tempfile::TempDir,
+    /// How it was started: wrapper, config file, environment.
+    launch: (Vec<String>, PathBuf, Vec<(String, String)>),
+}
+
+/// Starts `seerd --config CONFIG` (through `wrapper`, if any).
+fn spawn(wrapper: &[String], config: &Path, env: &[(String, String)]) -> Child {
+    let mut cmd = match wrapper.split_first() {
+        None => seerd(config),
+        Some((program, args)) => {
+            let mut c = std::process::Command::new(program);
+            c.args(args)
+                .arg(crate::bin("seerd"))
+                .arg("--config")
+                .arg(config)
+                .env_remove("SEER_SOCKET");
+            c
+        }
+    };
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start seerd")
 }
 
 impl Daemon {
@@ -82,26 +106,34 @@ impl Daemon {
             ),
         )
         .expect("write config");
-        let mut cmd = match wrapper.split_first() {
-            None => seerd(&config),
-            Some((program, args)) => {
-                let mut c = std::process::Command::new(program);
-                c.args(args)
-                    .arg(crate::bin("seerd"))
-                    .arg("--config")
-                    .arg(&config)
-                    .env_remove("SEER_SOCKET");
-                c
-            }
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let wrapper: Vec<String> = wrapper.iter().map(|s| (*s).to_owned()).collect();
+        let child = spawn(&wrapper, &config, &env);
+        let d = Daemon {
+            child,
+            socket,
+            dir,
+            launch: (wrapper, config, env),
         };
-        let child = cmd
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start seerd");
-        let d = Daemon { child, socket, dir };
+        d.wait_for_socket();
+        d
+    }
+
+    /// Kills it with SIGKILL (no clean-up runs) and starts it again with
+    /// the same config and environment, waiting for its socket.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (wrapper, config, env) = &self.launch;
+        self.child = spawn(wrapper, config, env);
+        self.wait_for_socket();
+    }
+
+    fn wait_for_socket(&self) {
+        let d = self;
         let t0 = Instant::now();
         while UnixStream::connect(&d.socket).is_err() {
             assert!(
@@ -110,7 +142,6 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        d
     }
 
     /// A new client connection.

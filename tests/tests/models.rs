@@ -596,3 +596,107 @@ fn socket_models_pull_streams_progress_and_the_daemon_finds_models_by_name() {
         "{evs:?}"
     );
 }
+
+/// `kill -9` of seerd halfway through a model download: nothing in the
+/// models directory passes for installed, the next seerd starts and
+/// serves, and pulling again resumes where the bytes stopped (a `Range`
+/// request) and installs the model.
+#[test]
+fn seerd_killed_mid_pull_restarts_and_the_pull_resumes() {
+    let w = World::new(8 * MIB);
+    let models = w.models_dir();
+    let catalog = w.catalog();
+    let env = [
+        ("HF_ENDPOINT", w.hub.endpoint.as_str()),
+        ("SEER_CATALOG", catalog.to_str().expect("utf-8")),
+    ];
+    let cfg = format!("path = {:?}\nmodels_dir = {models:?}", model());
+    let mut d = Daemon::start_with_model(&cfg, "", &env);
+    // Halfway through the weights, the hub waits until the test has
+    // killed the daemon.
+    let (half_tx, half_rx) = std::sync::mpsc::channel::<()>();
+    let (killed_tx, killed_rx) = std::sync::mpsc::channel::<()>();
+    let killed_rx = std::sync::Mutex::new(killed_rx);
+    w.hub.fault(
+        REPO,
+        "main",
+        "weights.bin",
+        Fault {
+            at_half: Some(Arc::new(move || {
+                let _ = half_tx.send(());
+                let _ = killed_rx
+                    .lock()
+                    .map(|r| r.recv_timeout(Duration::from_secs(30)));
+            })),
+            ..Fault::default()
+        },
+    );
+    let mut c = d.connect();
+    c.send(json!({"v": 1, "type": "models.pull", "id": "p", "name": "tiny-multi"}));
+    half_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the download reached half");
+    // Kill it once the first MiB is on disk (what was only in socket
+    // buffers or seerd's write buffer is gone with it, by design).
+    let partial = models.join("tiny-multi/weights.bin.partial");
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < MIB as u64 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "nothing written: {:?}",
+            w.listing()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.kill_and_restart();
+    let _ = killed_tx.send(());
+    let installed = |c: &mut seer_tests::Client| -> Vec<String> {
+        c.send(json!({"v": 1, "type": "models.list", "id": "l"}));
+        let ev = c.recv_until(&["models.list"]).pop().expect("list");
+        ev["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .filter(|m| m["installed"] == true)
+            .filter_map(|m| m["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut c = d.connect();
+    assert!(installed(&mut c).is_empty(), "{:?}", w.listing());
+    assert!(
+        w.listing().iter().any(|p| p.ends_with(".partial")),
+        "the bytes so far are kept to resume: {:?}",
+        w.listing()
+    );
+    // The restarted daemon answers.
+    c.send(json!({"v": 1, "type": "ask", "id": "q", "text": "What is the capital of France?", "max_tokens": 24}));
+    let end = c.recv_until(&["answer.end", "error"]).pop().expect("end");
+    assert!(
+        end["text"].as_str().unwrap_or("").contains("Paris"),
+        "{end}"
+    );
+    // Pulling again resumes with a Range request and installs.
+    w.hub.clear_log();
+    c.send(json!({"v": 1, "type": "models.pull", "id": "p2", "name": "tiny-multi"}));
+    let end = c
+        .recv_until(&["models.pulled", "error"])
+        .pop()
+        .expect("end");
+    assert_eq!(end["type"], "models.pulled", "{end}");
+    assert!(
+        w.hub
+            .log()
+            .iter()
+            .any(|l| l.contains("Range") || l.contains("bytes=")),
+        "no resumed request: {:?}",
+        w.hub.log()
+    );
+    assert_eq!(installed(&mut c), ["tiny-multi"]);
+    assert!(
+        !w.listing().iter().any(|p| p.ends_with(".partial")),
+        "{:?}",
+        w.listing()
+    );
+    let got = std::fs::read(models.join("tiny-multi/weights.bin")).expect("weights");
+    assert!(got == w.weights, "the resumed file is the published one");
+}
