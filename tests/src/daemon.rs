@@ -102,7 +102,7 @@ impl Daemon {
                 socket,
                 // Without a private bus given, stay off the bus so parallel
                 // daemons never compete for the name.
-                if env.iter().any(|(k, _)| *k == "DBUS_SESSION_BUS_ADDRESS") { "" } else { "[dbus]\nbus = \"off\"\n" }
+                if extra.contains("[dbus]") || env.iter().any(|(k, _)| *k == "DBUS_SESSION_BUS_ADDRESS") { "" } else { "[dbus]\nbus = \"off\"\n" }
             ),
         )
         .expect("write config");

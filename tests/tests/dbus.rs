@@ -718,3 +718,203 @@ fn speak_over_dbus_plays_and_speaking_is_announced() {
     assert!(!out.status.success());
     assert!(text(&out).contains("speech is off"), "{}", text(&out));
 }
+
+/// The D-Bus service under load, through zbus as a client: a 1 MB question
+/// gets a named error, wrong signatures get `InvalidArgs`, 1,000 calls in
+/// flight at once are all answered, and the service still answers "Paris".
+#[test]
+fn big_strings_wrong_signatures_and_a_thousand_parallel_calls() {
+    use std::collections::HashMap;
+    use zbus::zvariant::Value;
+    let bus = Bus::start();
+    let _d = bus.seerd("");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .expect("address")
+            .build()
+            .await
+            .expect("connect");
+        let no_options: HashMap<&str, Value<'_>> = HashMap::new();
+        let big = "what is this? ".repeat(75_000);
+        let err = conn
+            .call_method(
+                Some(DEST),
+                PATH,
+                Some(DEST),
+                "Ask",
+                &(big.as_str(), &no_options),
+            )
+            .await
+            .expect_err("a 1 MB question cannot fit");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("BadRequest") && msg.contains("tokens"),
+            "{msg}"
+        );
+        let wrong = [
+            (
+                "Ask",
+                conn.call_method(Some(DEST), PATH, Some(DEST), "Ask", &(42i32,))
+                    .await,
+            ),
+            (
+                "Speak",
+                conn.call_method(Some(DEST), PATH, Some(DEST), "Speak", &(true, 1u8))
+                    .await,
+            ),
+        ];
+        for (method, r) in wrong {
+            let err = r.expect_err("wrong signature").to_string();
+            assert!(
+                err.contains("Signature mismatch") || err.contains("InvalidArgs"),
+                "{method}: {err}"
+            );
+        }
+        // 1,000 calls in flight at once on one connection.
+        let calls: Vec<_> = (0..1000)
+            .map(|_| {
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    conn.call_method(Some(DEST), PATH, Some(DEST), "Describe", &())
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for c in calls {
+            if let Err(e) = c.await.expect("task") {
+                failed.push(e.to_string());
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} failed: {:?}",
+            failed.len(),
+            failed.first()
+        );
+        let reply = conn
+            .call_method(
+                Some(DEST),
+                PATH,
+                Some(DEST),
+                "Ask",
+                &("What is the capital of France?", &no_options),
+            )
+            .await
+            .expect("ask");
+        let answer: String = reply.body().deserialize().expect("answer");
+        assert!(answer.contains("Paris"), "{answer}");
+    });
+}
+
+/// The shipped system-bus policy on a private bus configured like the
+/// system bus (default deny): root owns the name and is answered; another
+/// uid (`nobody`) is refused by the bus itself.
+#[test]
+fn the_system_bus_policy_refuses_a_non_member() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // `nobody` must reach the socket to be refused by the policy, not by
+    // file permissions.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let sock = dir.path().join("system_bus_socket");
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../share/dbus-1/system.d/org.seer.Assistant1.conf");
+    let conf = dir.path().join("system.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <include>{}</include>
+</busconfig>
+"#,
+            sock.display(),
+            policy.display()
+        ),
+    )
+    .expect("bus config");
+    /// Kills the private system bus however the test ends.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _bus = Killed(
+        Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--nopidfile"])
+            .spawn()
+            .expect("dbus-daemon"),
+    );
+    let address = format!("unix:path={}", sock.display());
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no bus socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let d = Daemon::start_with_env(
+        "[dbus]\nbus = \"system\"\nrequired = true\n",
+        &[("DBUS_SYSTEM_BUS_ADDRESS", address.as_str())],
+    );
+    let call = |as_nobody: bool| {
+        let mut c = if as_nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"]);
+            c
+        } else {
+            Command::new("busctl")
+        };
+        c.arg(format!("--address={address}"))
+            .args(["call", DEST, PATH, DEST, "Describe"])
+            .output()
+            .expect("busctl")
+    };
+    let t0 = Instant::now();
+    let root = loop {
+        let o = call(false);
+        if o.status.success() || t0.elapsed() > Duration::from_secs(30) {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(root.status.success(), "root is answered: {}", text(&root));
+    let nobody = call(true);
+    assert!(
+        !nobody.status.success(),
+        "nobody must be refused: {}",
+        text(&nobody)
+    );
+    let err = text(&nobody);
+    assert!(
+        err.contains("Access denied") || err.contains("AccessDenied"),
+        "{err}"
+    );
+    drop(d);
+}
