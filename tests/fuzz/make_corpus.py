@@ -98,6 +98,10 @@ def corpus_gguf():
          ("output_norm.weight", [8], 1, struct.pack("<8e", *[1.0] * 8))],
         llama_meta()))
     put("gguf", "empty.gguf", gguf([], []))
+    # Regression: 2^32 x 2^31 f32 elements fit in u64 but their byte size
+    # (x4) does not; the reader once multiplied without a check and panicked.
+    put("gguf", "crash-size-overflow.gguf", gguf(
+        [("token_embd.weight", [1 << 32, 1 << 31], 0, b"")], llama_meta()))
 
 
 # --- safetensors ---------------------------------------------------------
