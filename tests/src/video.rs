@@ -141,6 +141,50 @@ impl VideoServer {
         }
     }
 
+    /// The video capture streams PipeWire itself lists as running
+    /// (`pw-dump`: nodes of class `Stream/Input/Video` in state
+    /// `running`), each as "node id (binary)": who is reading a camera
+    /// now, from the media server's side rather than the reader's.
+    pub fn capture_streams(&self) -> Vec<String> {
+        let out = self.cmd("pw-dump").output().expect("pw-dump");
+        assert!(
+            out.status.success(),
+            "pw-dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // pw-dump can print more than one array when the graph changes
+        // while it runs: later entries update earlier ones by id, and an
+        // entry with a null `info` is an object that went away.
+        let mut objects = std::collections::BTreeMap::new();
+        for array in
+            serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Vec<serde_json::Value>>()
+        {
+            for o in array.expect("pw-dump prints JSON arrays") {
+                let id = o["id"].as_u64().unwrap_or(u64::MAX);
+                if o["info"].is_null() {
+                    objects.remove(&id);
+                } else {
+                    objects.insert(id, o);
+                }
+            }
+        }
+        objects
+            .values()
+            .filter(|o| o["type"] == "PipeWire:Interface:Node")
+            .filter(|o| o["info"]["props"]["media.class"] == "Stream/Input/Video")
+            .filter(|o| o["info"]["state"] == "running")
+            .map(|o| {
+                format!(
+                    "node {} ({})",
+                    o["id"],
+                    o["info"]["props"]["application.process.binary"]
+                        .as_str()
+                        .unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
     /// Environment for a process that should see the source as V4L2 device 0.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![

@@ -82,6 +82,7 @@ pub async fn serve(
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .with_state(shared);
@@ -190,18 +191,38 @@ async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+/// What is served, for the 404 and 405 messages.
+const ROUTES: &str = "GET /v1/models, POST /v1/chat/completions, GET /health";
+
 async fn not_found(req: Request) -> Response {
     error(&ApiError {
         status: 404,
         kind: "invalid_request_error",
         message: format!(
-            "{} {} is not served here (GET /v1/models, POST /v1/chat/completions, GET /health)",
+            "{} {} is not served here ({ROUTES})",
             req.method(),
             req.uri().path()
         ),
         param: None,
         param_path: None,
         code: Some("not_found"),
+    })
+}
+
+/// A served path with the wrong method: a JSON error like every other,
+/// not axum's empty 405.
+async fn wrong_method(req: Request) -> Response {
+    error(&ApiError {
+        status: 405,
+        kind: "invalid_request_error",
+        message: format!(
+            "{} is not allowed on {} ({ROUTES})",
+            req.method(),
+            req.uri().path()
+        ),
+        param: None,
+        param_path: None,
+        code: Some("method_not_allowed"),
     })
 }
 
