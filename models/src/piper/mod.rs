@@ -9,6 +9,7 @@
 //! child process so its GPL never reaches Seer's binaries.
 
 pub mod config;
+mod cpu;
 pub mod onnx;
 pub mod phonemize;
 pub mod vits;

@@ -14,6 +14,7 @@
 //! groups) is read from its node in the `.onnx` graph, not assumed from a
 //! training config, so voices of other sizes load unchanged.
 
+use super::cpu::{CpuConv, CpuConvT, Geometry};
 use super::onnx::OnnxFile;
 use crate::error::{ModelError, Result};
 use burn::prelude::*;
@@ -21,6 +22,7 @@ use burn::tensor::activation::{gelu, leaky_relu, relu, sigmoid, softmax, softplu
 use burn::tensor::module::{conv_transpose1d, conv1d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Distribution, Int};
+use std::sync::Arc;
 
 /// Slope of HiFi-GAN's leaky ReLUs between layers (`LRELU_SLOPE`).
 const LRELU_SLOPE: f64 = 0.1;
@@ -50,17 +52,62 @@ struct Conv {
     weight: Tensor<3>,
     bias: Option<Tensor<1>>,
     options: ConvOptions<1>,
+    /// The same convolution as per-tap GEMMs, on the CPU device.
+    cpu: Option<Arc<CpuConv>>,
 }
 
 impl Conv {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        conv1d(
+        self.run(x, None)
+    }
+
+    /// `forward(x) + residual`; on the CPU the residual is where the
+    /// products accumulate, so the add costs nothing.
+    fn forward_add(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        self.run(x, Some(residual))
+    }
+
+    fn run(&self, x: Tensor<3>, residual: Option<Tensor<3>>) -> Tensor<3> {
+        if let Some((cpu, g, t_out)) = self.cpu_fits(&x, residual.as_ref()) {
+            let [_, _, t] = x.dims();
+            let dev = x.device();
+            let y = cpu.run(&host_values(x), t, g, residual.map(host_values));
+            return Tensor::from_data(TensorData::new(y, [1, cpu.c_out(), t_out]), &dev);
+        }
+        let y = conv1d(
             x,
             self.weight.clone(),
             self.bias.clone(),
             self.options.clone(),
-        )
+        );
+        match residual {
+            Some(r) => y + r,
+            None => y,
+        }
     }
+
+    /// The CPU form with this call's geometry and output length, when it
+    /// applies (on the CPU device, batch 1, the shapes it was built for).
+    fn cpu_fits(
+        &self,
+        x: &Tensor<3>,
+        residual: Option<&Tensor<3>>,
+    ) -> Option<(&CpuConv, Geometry, usize)> {
+        let cpu = self.cpu.as_deref()?;
+        let [b, c, t] = x.dims();
+        let [(pad_left, pad_right)] = self.options.padding;
+        let g = Geometry {
+            pad_left,
+            pad_right,
+            dilation: self.options.dilation[0],
+        };
+        let t_out = cpu.out_len(t, g)?;
+        let fits = b == 1
+            && c == cpu.c_in()
+            && residual.is_none_or(|r| r.dims() == [1, cpu.c_out(), t_out]);
+        fits.then_some((cpu, g, t_out))
+    }
+
     fn out_channels(&self) -> usize {
         self.weight.dims()[0]
     }
@@ -69,16 +116,38 @@ impl Conv {
     }
 }
 
+/// `x`'s values on the host, as f32 (which the voice's tensors already are).
+fn host_values(x: Tensor<3>) -> Vec<f32> {
+    x.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32 just before")
+}
+
 /// A transposed 1-D convolution (HiFi-GAN's upsampling).
 #[derive(Debug, Clone)]
 struct ConvT {
     weight: Tensor<3>,
     bias: Option<Tensor<1>>,
     options: ConvTransposeOptions<1>,
+    /// The same as per-tap GEMMs, on the CPU device.
+    cpu: Option<Arc<CpuConvT>>,
 }
 
 impl ConvT {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, c, t] = x.dims();
+        let (s, pad) = (self.options.stride[0], self.options.padding[0]);
+        let t_out = self
+            .cpu
+            .as_ref()
+            .filter(|cpu| b == 1 && c == cpu.c_in())
+            .and_then(|cpu| Some((cpu, cpu.out_len(t, s, pad)?)));
+        if let Some((cpu, t_out)) = t_out {
+            let dev = x.device();
+            let y = cpu.run(&host_values(x), t, s, pad);
+            return Tensor::from_data(TensorData::new(y, [1, cpu.c_out(), t_out]), &dev);
+        }
         conv_transpose1d(
             x,
             self.weight.clone(),
@@ -226,11 +295,48 @@ impl Loader<'_> {
         let u = |v| self.usize_attr(&node, v);
         let options =
             ConvOptions::new_with_padding([u(g[0])?], [(u(p0)?, u(p1)?)], [u(g[1])?], u(g[2])?);
+        let cpu = self.cpu_conv(&node, &weight, bias.as_ref(), &options)?;
         Ok(Conv {
             weight,
             bias,
             options,
+            cpu,
         })
+    }
+
+    /// The per-tap CPU form of a convolution, on the CPU device for the
+    /// stride-1, ungrouped ones (all of HiFi-GAN's and the flows'; the
+    /// duration predictor's depthwise ones stay with burn).
+    fn cpu_conv(
+        &self,
+        node: &str,
+        weight: &Tensor<3>,
+        bias: Option<&Tensor<1>>,
+        o: &ConvOptions<1>,
+    ) -> Result<Option<Arc<CpuConv>>> {
+        if !self.cpu_path() || o.groups != 1 || o.stride != [1] {
+            return Ok(None);
+        }
+        let dims = weight.dims();
+        let w = self.host(node, weight.clone().into_data())?;
+        let b = bias
+            .map(|b| self.host(node, b.clone().into_data()))
+            .transpose()?;
+        Ok(CpuConv::new(&w, dims, b).map(Arc::new))
+    }
+
+    /// Whether convolutions get their CPU form: on the CPU device, unless
+    /// SEER_FUSED_CPU=0 keeps burn's (as it keeps the LLM's burn graph),
+    /// for comparing the two paths.
+    fn cpu_path(&self) -> bool {
+        let off = std::env::var_os("SEER_FUSED_CPU").is_some_and(|v| v == "0");
+        !off && *self.dev == Device::flex()
+    }
+
+    /// A weight's values on the host.
+    fn host(&self, node: &str, t: TensorData) -> Result<Vec<f32>> {
+        t.try_to_vec::<f32>()
+            .map_err(|e| self.bad(node, format!("reading its weights: {e:?}")))
     }
 
     fn conv_t(&self, module: &str) -> Result<ConvT> {
@@ -242,10 +348,26 @@ impl Loader<'_> {
         let u = |v| self.usize_attr(&node, v);
         let p = u(pads.first().copied().unwrap_or(0))?;
         let options = ConvTransposeOptions::new([u(g[0])?], [p], [0], [u(g[1])?], u(g[2])?);
+        let cpu = if self.cpu_path()
+            && options.groups == 1
+            && options.dilation == [1]
+            && options.padding_out == [0]
+        {
+            let dims = weight.dims();
+            let w = self.host(&node, weight.clone().into_data())?;
+            let b = bias
+                .as_ref()
+                .map(|b| self.host(&node, b.clone().into_data()))
+                .transpose()?;
+            CpuConvT::new(&w, dims, b).map(Arc::new)
+        } else {
+            None
+        };
         Ok(ConvT {
             weight,
             bias,
             options,
+            cpu,
         })
     }
 
@@ -770,7 +892,7 @@ impl Decoder {
             for convs in blocks {
                 let mut y = x.clone();
                 for c in convs {
-                    y = c.forward(leaky_relu(y.clone(), LRELU_SLOPE)) + y;
+                    y = c.forward_add(leaky_relu(y.clone(), LRELU_SLOPE), y);
                 }
                 sum = Some(match sum {
                     Some(s) => s + y,
