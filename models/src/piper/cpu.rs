@@ -4,22 +4,26 @@
 //! Why not burn's `conv1d` here: on its CPU backend every call re-lays the
 //! weights out, transposes the input to channels-last and runs im2col in
 //! 512-column tiles, which `perf` showed as a third of synthesis time on
-//! top of the GEMMs themselves. A Piper voice is nothing but batch-1,
-//! stride-1 1-D convolutions over long signals (HiFi-GAN runs them over
-//! every audio sample), so each kernel tap is one matrix product of that
-//! tap's `[C_out, C_in]` weights with the input shifted by the tap's
-//! offset: the same sums with no copy of the input at all. The weights are
-//! laid out per tap once, at load. Used only on the CPU device; the burn
-//! graph stays the reference (`SEER_FUSED_CPU=0`) and runs on wgpu.
+//! top of the GEMMs themselves. A Piper voice is nothing but batch-1 1-D
+//! convolutions over long signals (HiFi-GAN runs them over every audio
+//! sample). Here the weights are laid out once, at load; a convolution
+//! gathers the shifted input windows of a few hundred output columns at a
+//! time into an L2-sized block (a plain row copy per tap and channel) and
+//! runs one GEMM over the whole `K·C_in` reduction, tiles in parallel; a
+//! transposed convolution is one GEMM per tap into a strided destination.
+//! Used only on the CPU device; burn's graph stays the reference
+//! (`SEER_FUSED_CPU=0`) and runs on wgpu.
 
 use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
 
 /// One convolution's weights, laid out for [`CpuConv::run`]. The geometry
 /// (padding, dilation) is given per call: the text encoder's FFN changes
 /// its padding after load.
 #[derive(Debug)]
 pub(super) struct CpuConv {
-    /// `[K][C_out][C_in]`: tap `k`'s weight matrix is contiguous.
+    /// `[C_out][K][C_in]`: row `o` is output channel `o`'s weights in the
+    /// order the gathered input block is laid out.
     taps: Vec<f32>,
     bias: Vec<f32>,
     c_out: usize,
@@ -54,7 +58,7 @@ impl CpuConv {
         for o in 0..c_out {
             for i in 0..c_in {
                 for t in 0..k {
-                    taps[(t * c_out + o) * c_in + i] = weight[(o * c_in + i) * k + t];
+                    taps[(o * k + t) * c_in + i] = weight[(o * c_in + i) * k + t];
                 }
             }
         }
@@ -107,47 +111,91 @@ impl CpuConv {
         for (row, b) in out.chunks_exact_mut(t_out).zip(&self.bias) {
             row.iter_mut().for_each(|v| *v += b);
         }
-        let parallelism = parallelism();
-        let (t_i, t_o) = (t as isize, t_out as isize);
+        // Column tiles: each gathers its K shifted input windows into a
+        // cache-sized `[K·C_in, n]` block and runs one GEMM over the whole
+        // reduction, so the output is read and written once per tile rather
+        // than once per tap. Tiles are independent: rayon runs them.
+        let kc = self.k * self.c_in;
+        let tile = (TILE_FLOATS / kc).clamp(16, 1024).min(t_out);
+        let dst = SendPtr(out.as_mut_ptr());
+        (0..t_out.div_ceil(tile)).into_par_iter().for_each_init(
+            || vec![0.0f32; kc * tile],
+            |col, ti| {
+                let j0 = ti * tile;
+                let n = tile.min(t_out - j0);
+                self.gather(x, t, g, j0, n, &mut col[..kc * n]);
+                // SAFETY: dst is out[.., j0..j0+n] with row stride t_out
+                // (j0 + n <= t_out), a column range no other tile
+                // touches; lhs is the whole `c_out × k·c_in` weight
+                // matrix; rhs is this tile's `k·c_in × n` block.
+                unsafe {
+                    gemm(
+                        self.c_out,
+                        n,
+                        kc,
+                        dst.get().add(j0),
+                        1,
+                        t_out as isize,
+                        true,
+                        self.taps.as_ptr(),
+                        1,
+                        kc as isize,
+                        col.as_ptr(),
+                        1,
+                        n as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            },
+        );
+        out
+    }
+
+    /// Writes the input windows output columns `j0..j0+n` read into `col`
+    /// (`[K][C_in][n]`): row `(tap, i)` is channel `i` shifted by the tap's
+    /// offset, zero where it falls in the padding.
+    fn gather(&self, x: &[f32], t: usize, g: Geometry, j0: usize, n: usize, col: &mut [f32]) {
         for tap in 0..self.k {
-            // Output column o reads input column o + shift.
+            // Output column j reads input column j + shift.
             let shift = (tap * g.dilation) as isize - g.pad_left as isize;
-            let o0 = (-shift).max(0);
-            let o1 = (t_i - shift).min(t_o);
-            if o1 <= o0 {
-                continue;
-            }
-            let (o0, n) = (o0 as usize, (o1 - o0) as usize);
-            let i0 = (o0 as isize + shift) as usize;
-            // SAFETY: dst is out[.., o0..o0+n] with row stride t_out, inside
-            // `c_out * t_out`; lhs is tap `tap`'s `c_out × c_in` block of
-            // `taps` (length k·c_out·c_in); rhs is x[.., i0..i0+n] with row
-            // stride t, and i0 + n = o1 + shift <= t, i0 >= 0 as o0 >= -shift.
-            unsafe {
-                gemm(
-                    self.c_out,
-                    n,
-                    self.c_in,
-                    out.as_mut_ptr().add(o0),
-                    1,
-                    t_o,
-                    true,
-                    self.taps.as_ptr().add(tap * self.c_out * self.c_in),
-                    1,
-                    self.c_in as isize,
-                    x.as_ptr().add(i0),
-                    1,
-                    t_i,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
+            let start = j0 as isize + shift;
+            // The part of [start, start + n) inside [0, t).
+            let lo = start.max(0).min(start + n as isize);
+            let hi = (start + n as isize).min(t as isize).max(lo);
+            let (a, b) = ((lo - start) as usize, (hi - start) as usize);
+            for i in 0..self.c_in {
+                let row = &mut col[(tap * self.c_in + i) * n..][..n];
+                row[..a].fill(0.0);
+                row[b..].fill(0.0);
+                if b > a {
+                    let src = i * t + lo as usize;
+                    row[a..b].copy_from_slice(&x[src..src + (b - a)]);
+                }
             }
         }
-        out
+    }
+}
+
+/// Floats in one tile's gathered input block (256 KiB: it stays in L2
+/// while the GEMM runs over it).
+const TILE_FLOATS: usize = 64 << 10;
+
+/// The output pointer shared by tiles that write disjoint columns.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used for writes to disjoint column ranges, one tile each.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -315,15 +363,17 @@ mod tests {
     }
 
     #[test]
-    fn per_tap_gemms_match_the_definition() {
+    fn tiled_gemms_match_the_definition() {
         let mut seed = 1u32;
         let mut rnd = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
         // (c_out, c_in, k, t, pads, dilation): same-padded, dilated,
-        // unpadded, padding wider than the input, one-sample input.
+        // unpadded, padding wider than the input, one-sample input, and
+        // long enough for several column tiles.
         for &(c_out, c_in, k, t, pads, dil) in &[
+            (3, 4, 5, 3000, (6, 6), 3),
             (5, 3, 3, 17, (1, 1), 1),
             (4, 6, 7, 40, (9, 9), 3),
             (3, 2, 5, 9, (0, 0), 1),
