@@ -392,7 +392,9 @@ impl Walk<'_> {
     }
 
     fn skip(&mut self, n: u64, what: &str) -> Result<()> {
-        if self.pos + n > self.len {
+        // Not `pos + n > len`: a tensor of 2^62 elements makes n near
+        // u64::MAX, and the sum wrapped to "fits" (found by libFuzzer).
+        if n > self.len.saturating_sub(self.pos) {
             return Err(self.bad(format!(
                 "truncated: {what} needs {n} bytes at offset {}, the file has {}",
                 self.pos, self.len

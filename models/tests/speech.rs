@@ -4,7 +4,7 @@
 
 use seer_models::speech::{TranscribeOptions, Transcriber, check_ggml};
 use seer_tests::{test_model, word_errors, words};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// `text` spoken by espeak-ng (American English voice, 130 words/min), as
@@ -141,6 +141,14 @@ fn damaged_or_foreign_model_files_are_refused_with_the_reason() {
         .expect_err("a GGUF is not a whisper model")
         .to_string();
     assert!(e.contains("not a whisper.cpp ggml model"), "{e}");
+    // libFuzzer's find: a tensor whose byte size is near u64::MAX once
+    // wrapped a bounds check into "fits" (tests/fuzz/corpus/whisper_model/).
+    let huge = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fuzz/corpus/whisper_model/crash-size-overflow.bin");
+    let e = check_ggml(&huge)
+        .expect_err("a tensor bigger than the file")
+        .to_string();
+    assert!(e.contains("truncated") && e.contains("tensor data"), "{e}");
     let e = Transcriber::load(&dir.path().join("missing.bin"))
         .expect_err("missing")
         .to_string();
