@@ -213,3 +213,22 @@ fn fifty_kilobytes_of_text_phonemize_sentence_by_sentence() {
         ids.iter().map(Vec::len).collect::<Vec<_>>()
     );
 }
+
+/// libFuzzer's find (scripts/fuzz.sh): an initializer whose dims multiply
+/// past `usize` panicked when its values were read; now it is an error
+/// naming the shape.
+#[test]
+fn an_initializer_too_large_to_exist_is_an_error() {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fuzz/corpus/piper_onnx/crash-shape-overflow.onnx");
+    let m = seer_models::piper::onnx::OnnxFile::open(&p).expect("the graph itself parses");
+    let errors: Vec<String> = m
+        .nodes()
+        .iter()
+        .flat_map(|n| n.inputs.iter())
+        .filter_map(|i| Some((i.clone(), m.dims(i)?.to_vec())))
+        .filter_map(|(name, dims)| m.floats(&name, &dims).err())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.iter().any(|e| e.contains("too large")), "{errors:?}");
+}

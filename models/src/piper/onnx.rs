@@ -356,7 +356,12 @@ impl OnnxFile {
                 t.data_type
             )));
         }
-        let count: usize = shape.iter().product();
+        // Checked: a file's dims can multiply past usize (found by libFuzzer).
+        let count = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|n| n.checked_mul(4).is_some())
+            .ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
         let v = match &t.data {
             Data::Raw(range) => {
                 if range.len() != count * 4 {
