@@ -22,13 +22,55 @@ use rayon::prelude::*;
 /// its padding after load.
 #[derive(Debug)]
 pub(super) struct CpuConv {
-    /// `[C_out][K][C_in]`: row `o` is output channel `o`'s weights in the
-    /// order the gathered input block is laid out.
+    /// Taps `[C_out][K][C_in]`: row `o` is output channel `o`'s weights in
+    /// the order the gathered input block is laid out.
+    w: Weights,
+}
+
+/// Weights re-laid for a GEMM, their bias and sizes: what both kinds of
+/// convolution hold.
+#[derive(Debug)]
+struct Weights {
     taps: Vec<f32>,
     bias: Vec<f32>,
     c_out: usize,
     c_in: usize,
     k: usize,
+}
+
+impl Weights {
+    /// Moves `weight[from(o, i, t)]` to `taps[to(o, i, t)]` for every output
+    /// channel, input channel and tap. `None` if the sizes disagree.
+    fn new(
+        weight: &[f32],
+        [c_out, c_in, k]: [usize; 3],
+        bias: Option<Vec<f32>>,
+        from: impl Fn(usize, usize, usize) -> usize,
+        to: impl Fn(usize, usize, usize) -> usize,
+    ) -> Option<Self> {
+        if weight.len() != c_out * c_in * k || k == 0 {
+            return None;
+        }
+        let bias = bias.unwrap_or_else(|| vec![0.0; c_out]);
+        if bias.len() != c_out {
+            return None;
+        }
+        let mut taps = vec![0.0; weight.len()];
+        for o in 0..c_out {
+            for i in 0..c_in {
+                for t in 0..k {
+                    taps[to(o, i, t)] = weight[from(o, i, t)];
+                }
+            }
+        }
+        Some(Self {
+            taps,
+            bias,
+            c_out,
+            c_in,
+            k,
+        })
+    }
 }
 
 /// Zero padding before and after the input, and the kernel's dilation.
@@ -47,45 +89,31 @@ impl CpuConv {
         [c_out, c_in, k]: [usize; 3],
         bias: Option<Vec<f32>>,
     ) -> Option<Self> {
-        if weight.len() != c_out * c_in * k || k == 0 {
-            return None;
-        }
-        let bias = bias.unwrap_or_else(|| vec![0.0; c_out]);
-        if bias.len() != c_out {
-            return None;
-        }
-        let mut taps = vec![0.0; weight.len()];
-        for o in 0..c_out {
-            for i in 0..c_in {
-                for t in 0..k {
-                    taps[(o * k + t) * c_in + i] = weight[(o * c_in + i) * k + t];
-                }
-            }
-        }
-        Some(Self {
-            taps,
+        let w = Weights::new(
+            weight,
+            [c_out, c_in, k],
             bias,
-            c_out,
-            c_in,
-            k,
-        })
+            |o, i, t| (o * c_in + i) * k + t,
+            |o, i, t| (o * k + t) * c_in + i,
+        )?;
+        Some(Self { w })
     }
 
     /// Input channels.
     pub(super) fn c_in(&self) -> usize {
-        self.c_in
+        self.w.c_in
     }
 
     /// Output channels.
     pub(super) fn c_out(&self) -> usize {
-        self.c_out
+        self.w.c_out
     }
 
     /// Output length for an input of `t` samples (`None`: shorter than the
     /// kernel's reach).
     pub(super) fn out_len(&self, t: usize, g: Geometry) -> Option<usize> {
         (t + g.pad_left + g.pad_right)
-            .checked_sub(g.dilation * (self.k - 1))
+            .checked_sub(g.dilation * (self.w.k - 1))
             .filter(|&n| n > 0)
     }
 
@@ -102,20 +130,20 @@ impl CpuConv {
         g: Geometry,
         residual: Option<Vec<f32>>,
     ) -> Vec<f32> {
-        assert_eq!(x.len(), self.c_in * t, "conv input size");
+        assert_eq!(x.len(), self.w.c_in * t, "conv input size");
         let Some(t_out) = self.out_len(t, g) else {
             return Vec::new();
         };
-        let mut out = residual.unwrap_or_else(|| vec![0.0; self.c_out * t_out]);
-        assert_eq!(out.len(), self.c_out * t_out, "conv residual size");
-        for (row, b) in out.chunks_exact_mut(t_out).zip(&self.bias) {
+        let mut out = residual.unwrap_or_else(|| vec![0.0; self.w.c_out * t_out]);
+        assert_eq!(out.len(), self.w.c_out * t_out, "conv residual size");
+        for (row, b) in out.chunks_exact_mut(t_out).zip(&self.w.bias) {
             row.iter_mut().for_each(|v| *v += b);
         }
         // Column tiles: each gathers its K shifted input windows into a
         // cache-sized `[K·C_in, n]` block and runs one GEMM over the whole
         // reduction, so the output is read and written once per tile rather
         // than once per tap. Tiles are independent: rayon runs them.
-        let kc = self.k * self.c_in;
+        let kc = self.w.k * self.w.c_in;
         let tile = (TILE_FLOATS / kc).clamp(16, 1024).min(t_out);
         let dst = SendPtr(out.as_mut_ptr());
         (0..t_out.div_ceil(tile)).into_par_iter().for_each_init(
@@ -130,14 +158,14 @@ impl CpuConv {
                 // matrix; rhs is this tile's `k·c_in × n` block.
                 unsafe {
                     gemm(
-                        self.c_out,
+                        self.w.c_out,
                         n,
                         kc,
                         dst.get().add(j0),
                         1,
                         t_out as isize,
                         true,
-                        self.taps.as_ptr(),
+                        self.w.taps.as_ptr(),
                         1,
                         kc as isize,
                         col.as_ptr(),
@@ -160,7 +188,7 @@ impl CpuConv {
     /// (`[K][C_in][n]`): row `(tap, i)` is channel `i` shifted by the tap's
     /// offset, zero where it falls in the padding.
     fn gather(&self, x: &[f32], t: usize, g: Geometry, j0: usize, n: usize, col: &mut [f32]) {
-        for tap in 0..self.k {
+        for tap in 0..self.w.k {
             // Output column j reads input column j + shift.
             let shift = (tap * g.dilation) as isize - g.pad_left as isize;
             let start = j0 as isize + shift;
@@ -168,8 +196,8 @@ impl CpuConv {
             let lo = start.max(0).min(start + n as isize);
             let hi = (start + n as isize).min(t as isize).max(lo);
             let (a, b) = ((lo - start) as usize, (hi - start) as usize);
-            for i in 0..self.c_in {
-                let row = &mut col[(tap * self.c_in + i) * n..][..n];
+            for i in 0..self.w.c_in {
+                let row = &mut col[(tap * self.w.c_in + i) * n..][..n];
                 row[..a].fill(0.0);
                 row[b..].fill(0.0);
                 if b > a {
@@ -205,12 +233,8 @@ impl SendPtr {
 /// the GEMM takes as is), accumulating where taps overlap.
 #[derive(Debug)]
 pub(super) struct CpuConvT {
-    /// `[K][C_out][C_in]`.
-    taps: Vec<f32>,
-    bias: Vec<f32>,
-    c_out: usize,
-    c_in: usize,
-    k: usize,
+    /// Taps `[K][C_out][C_in]`.
+    w: Weights,
 }
 
 impl CpuConvT {
@@ -221,44 +245,30 @@ impl CpuConvT {
         [c_in, c_out, k]: [usize; 3],
         bias: Option<Vec<f32>>,
     ) -> Option<Self> {
-        if weight.len() != c_out * c_in * k || k == 0 {
-            return None;
-        }
-        let bias = bias.unwrap_or_else(|| vec![0.0; c_out]);
-        if bias.len() != c_out {
-            return None;
-        }
-        let mut taps = vec![0.0; weight.len()];
-        for i in 0..c_in {
-            for o in 0..c_out {
-                for t in 0..k {
-                    taps[(t * c_out + o) * c_in + i] = weight[(i * c_out + o) * k + t];
-                }
-            }
-        }
-        Some(Self {
-            taps,
+        let w = Weights::new(
+            weight,
+            [c_out, c_in, k],
             bias,
-            c_out,
-            c_in,
-            k,
-        })
+            |o, i, t| (i * c_out + o) * k + t,
+            |o, i, t| (t * c_out + o) * c_in + i,
+        )?;
+        Some(Self { w })
     }
 
     /// Input channels.
     pub(super) fn c_in(&self) -> usize {
-        self.c_in
+        self.w.c_in
     }
 
     /// Output channels.
     pub(super) fn c_out(&self) -> usize {
-        self.c_out
+        self.w.c_out
     }
 
     /// Output length for `t` input samples, stride `s` and padding `pad`
     /// on both sides (dilation 1, no output padding).
     pub(super) fn out_len(&self, t: usize, s: usize, pad: usize) -> Option<usize> {
-        ((t.checked_sub(1)?) * s + self.k)
+        ((t.checked_sub(1)?) * s + self.w.k)
             .checked_sub(2 * pad)
             .filter(|&n| n > 0)
     }
@@ -268,16 +278,16 @@ impl CpuConvT {
     /// # Panics
     /// If `x` has the wrong length; callers check the shapes.
     pub(super) fn run(&self, x: &[f32], t: usize, s: usize, pad: usize) -> Vec<f32> {
-        assert_eq!(x.len(), self.c_in * t, "transposed conv input size");
+        assert_eq!(x.len(), self.w.c_in * t, "transposed conv input size");
         let Some(t_out) = self.out_len(t, s, pad) else {
             return Vec::new();
         };
-        let mut out = vec![0.0; self.c_out * t_out];
-        for (row, b) in out.chunks_exact_mut(t_out).zip(&self.bias) {
+        let mut out = vec![0.0; self.w.c_out * t_out];
+        for (row, b) in out.chunks_exact_mut(t_out).zip(&self.w.bias) {
             row.fill(*b);
         }
         let (t_i, t_o, s_i) = (t as isize, t_out as isize, s as isize);
-        for tap in 0..self.k {
+        for tap in 0..self.w.k {
             // Input column j lands on output column j·s + tap - pad.
             let off = tap as isize - pad as isize;
             let j0 = ((-off).max(0) + s_i - 1) / s_i;
@@ -293,16 +303,16 @@ impl CpuConvT {
             // x[.., j0..j1] with row stride t.
             unsafe {
                 gemm(
-                    self.c_out,
+                    self.w.c_out,
                     n,
-                    self.c_in,
+                    self.w.c_in,
                     out.as_mut_ptr().add(col),
                     s_i,
                     t_o,
                     true,
-                    self.taps.as_ptr().add(tap * self.c_out * self.c_in),
+                    self.w.taps.as_ptr().add(tap * self.w.c_out * self.w.c_in),
                     1,
-                    self.c_in as isize,
+                    self.w.c_in as isize,
                     x.as_ptr().add(j0 as usize),
                     1,
                     t_i,
