@@ -20,6 +20,11 @@ esac
 export BENCH_PROFILE BENCH_BIN
 
 bench_build() {
+  if [[ "$BENCH_PROFILE" == dev ]]; then
+    # The test suite's exact build: `-p CRATE` alone unifies features
+    # differently and would compile burn/cubecl a second time.
+    set -- --workspace --all-targets
+  fi
   echo "bench: cargo build --profile $BENCH_PROFILE $* (binaries in $BENCH_BIN)" >&2
   (cd "$ROOT" && cargo build -q --profile "$BENCH_PROFILE" "$@")
 }

@@ -436,3 +436,78 @@ fn fused_cpu_step_matches_the_graph() {
         }
     }
 }
+
+/// The second question of a conversation prefills only what follows the
+/// part of its prompt the engine already ran (system prompt, first
+/// question and answer), and answers as a cold engine does.
+#[test]
+fn a_follow_up_prefills_only_its_new_tokens() {
+    let opts = EngineOptions {
+        backend: BackendKind::Cpu,
+        context_length: 512,
+        weights: None,
+    };
+    // Its own engines: the shared one's cache is taken by other tests.
+    let warm = Engine::load(&model_path(), &opts).expect("model loads");
+    let mut cold = Engine::load(&model_path(), &opts).expect("model loads");
+    cold.set_prompt_reuse(false);
+    let ask = |engine: &Engine, messages: &[Message]| {
+        let prompt = engine.chat_prompt(messages).expect("prompt");
+        engine
+            .generate(Request::new(prompt, 48), CancelToken::new())
+            .expect("start")
+            .finish()
+            .expect("answer")
+    };
+    let system = Message::new("system", DEFAULT_SYSTEM_PROMPT);
+    let system_only = warm
+        .chat_prompt(std::slice::from_ref(&system))
+        .expect("prompt");
+    let first = [
+        system.clone(),
+        Message::new("user", "What is the capital of France?"),
+    ];
+    let a1 = ask(&warm, &first);
+    assert_eq!(a1.timings.cached_tokens, 0, "nothing to reuse yet");
+    assert!(a1.text.contains("Paris"), "{:?}", a1.text);
+
+    let follow_up = [
+        first[0].clone(),
+        first[1].clone(),
+        Message::new("assistant", a1.text.trim()),
+        Message::new("user", "What is the capital of Japan?"),
+    ];
+    let a2 = ask(&warm, &follow_up);
+    let cold2 = ask(&cold, &follow_up);
+    eprintln!(
+        "follow-up: {} of {} prompt tokens reused, prefill {:.1} ms (cold {:.1} ms)",
+        a2.timings.cached_tokens,
+        a2.timings.prompt_tokens,
+        a2.timings.prefill_ms,
+        cold2.timings.prefill_ms
+    );
+    assert!(
+        a2.timings.cached_tokens > system_only.len(),
+        "the system prompt and the first exchange are reused: {:?}",
+        a2.timings
+    );
+    assert!(a2.timings.cached_tokens < a2.timings.prompt_tokens);
+    assert_eq!(cold2.timings.cached_tokens, 0, "reuse off means off");
+    assert_eq!(
+        a2.text, cold2.text,
+        "a reused prefix answers like a cold one"
+    );
+    assert!(a2.text.contains("Tokyo"), "{:?}", a2.text);
+
+    // A prompt that shares only the template's first tokens (no system
+    // prompt) cuts the kept cache back that far and still answers as a cold
+    // engine does.
+    let bare = [Message::new("user", "What is the capital of Italy?")];
+    let (w, c) = (ask(&warm, &bare), ask(&cold, &bare));
+    assert!(
+        w.timings.cached_tokens < system_only.len(),
+        "{:?}",
+        w.timings
+    );
+    assert_eq!(w.text, c.text);
+}

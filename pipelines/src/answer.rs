@@ -164,6 +164,8 @@ struct Job {
     ask: Ask,
     events: mpsc::Sender<TurnEvent>,
     cancel: CancelToken,
+    /// Only run the prompt (see [`Answerer::prefill`]): no events, no state.
+    prefill: bool,
 }
 
 /// A finished turn, announced to every front end (D-Bus `Answer` signal).
@@ -295,6 +297,7 @@ impl Answerer {
             ask,
             events,
             cancel: cancel.clone(),
+            prefill: false,
         };
         if self.tx.try_send(job).is_err() {
             self.pending.fetch_sub(1, Ordering::SeqCst);
@@ -302,6 +305,25 @@ impl Answerer {
             return Err(AnswerError::Busy(self.queue));
         }
         Ok(Turn { events: rx, cancel })
+    }
+
+    /// Runs `ask`'s prompt on the local engine and keeps its cache, so that
+    /// a turn asking the same soon after starts at once (a spoken question
+    /// whose speaker has paused but may not have finished). Only when the
+    /// thread is idle, for text questions, without an offload server; the
+    /// engine's cache is reused only if the real prompt matches.
+    pub fn prefill(&self, ask: Ask) {
+        if self.pending() > 0 || ask.image.is_some() || self.offload.is_some() {
+            return;
+        }
+        let (events, _) = mpsc::channel(1);
+        let job = Job {
+            ask,
+            events,
+            cancel: CancelToken::new(),
+            prefill: true,
+        };
+        let _ = self.tx.try_send(job);
     }
 
     /// Cancels every queued and running turn.
@@ -330,7 +352,12 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, rx: std_mpsc::Receiver<Job>) {
+        self.warm_up();
         while let Ok(job) = rx.recv() {
+            if job.prefill {
+                self.prefill(&job.ask);
+                continue;
+            }
             let outcome = if job.cancel.is_cancelled() {
                 TurnEvent::Cancelled
             } else {
@@ -349,6 +376,56 @@ impl Worker {
                 self.state.set_if(&[State::Thinking], State::Idle);
             }
             let _ = job.events.blocking_send(outcome);
+        }
+    }
+
+    /// Runs the system prompt through a loaded engine before the first
+    /// question, so that question prefills only its own tokens (the engine
+    /// keeps the cache of whatever prompt it ran last).
+    fn warm_up(&self) {
+        let EngineSource::Loaded(engine) = &self.engine else {
+            return;
+        };
+        let t0 = std::time::Instant::now();
+        let done = fit_prompt(
+            engine,
+            &self.cfg,
+            &self.cfg.system_prompt,
+            &mut Vec::new(),
+            "",
+        )
+        .and_then(|ids| {
+            engine
+                .warm_up(&ids)
+                .map(|()| ids.len())
+                .map_err(|e| AnswerError::Internal(e.to_string()))
+        });
+        match done {
+            Ok(tokens) => tracing::info!(
+                tokens,
+                ms = t0.elapsed().as_millis() as u64,
+                "system prompt prefilled"
+            ),
+            Err(e) => tracing::warn!("prefilling the system prompt: {e}"),
+        }
+    }
+
+    /// Runs a turn's prompt without answering (see [`Answerer::prefill`]).
+    fn prefill(&self, ask: &Ask) {
+        let EngineSource::Loaded(engine) = &self.engine else {
+            return;
+        };
+        let t0 = std::time::Instant::now();
+        let (system, mut history) = self.history(ask);
+        let done =
+            fit_prompt(engine, &self.cfg, &system, &mut history, &ask.text).and_then(|ids| {
+                engine
+                    .warm_up(&ids)
+                    .map_err(|e| AnswerError::Internal(e.to_string()))
+            });
+        match done {
+            Ok(()) => tracing::debug!(ms = t0.elapsed().as_millis() as u64, "prompt run ahead"),
+            Err(e) => tracing::debug!("running a prompt ahead: {e}"),
         }
     }
 

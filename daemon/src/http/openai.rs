@@ -306,6 +306,7 @@ pub(super) fn usage(t: &Timings) -> Value {
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.generated_tokens,
         "total_tokens": t.prompt_tokens + t.generated_tokens,
+        "prompt_tokens_details": {"cached_tokens": t.cached_tokens},
     })
 }
 

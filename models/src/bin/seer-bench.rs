@@ -366,8 +366,10 @@ fn main() -> Result<()> {
         context_length: prompt_tokens + gen_tokens + 8,
         weights: None,
     };
-    let engine =
+    let mut engine =
         Engine::load(&model, &opts).with_context(|| format!("loading {}", model.display()))?;
+    // Every run prefills the whole prompt, as llama-bench does.
+    engine.set_prompt_reuse(false);
     let text = std::fs::read_to_string(&prompt_file)
         .with_context(|| format!("reading {}", prompt_file.display()))?;
     let once = engine.tokenizer().encode(&text, true)?;

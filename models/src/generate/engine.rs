@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use seer_cancel::CancelToken;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The template used for models without one.
@@ -59,6 +60,18 @@ pub struct Engine {
     device: OpenedDevice,
     context_length: usize,
     load_time: Duration,
+    /// The last text generation's key/value cache and the tokens in it;
+    /// `None` while a generation holds it, or when reuse is off.
+    reuse: Option<Mutex<Option<Reusable>>>,
+}
+
+/// A cache kept between generations: the next prompt that starts with the
+/// same tokens (the system prompt, the conversation so far) prefills only
+/// what follows them, as llama.cpp's server does with `cache_prompt`.
+#[derive(Debug)]
+struct Reusable {
+    tokens: Vec<u32>,
+    cache: KvCache,
 }
 
 impl Engine {
@@ -106,7 +119,30 @@ impl Engine {
             device,
             context_length,
             load_time,
+            reuse: Some(Mutex::new(None)),
         }
+    }
+
+    /// Turns keeping the key/value cache between generations on (the
+    /// default) or off. With it on, a prompt that starts like the previous
+    /// one prefills only the new tokens; the answer can differ from a cold
+    /// prefill's in the last bits (the reused positions were computed in
+    /// another batch). Benchmarks turn it off to time a whole prefill.
+    pub fn set_prompt_reuse(&mut self, on: bool) {
+        self.reuse = on.then(|| Mutex::new(None));
+    }
+
+    /// Prefills `prompt` and keeps its cache for the next generation, so a
+    /// first question that starts with it (the system prompt) does not
+    /// wait for it. Does nothing when prompt reuse is off.
+    pub fn warm_up(&self, prompt: &[u32]) -> Result<()> {
+        if self.reuse.is_none() || prompt.is_empty() {
+            return Ok(());
+        }
+        let req = Request::new(prompt.to_vec(), 0);
+        let mut g = self.generate(req, CancelToken::new())?;
+        g.prefill_only()?;
+        Ok(())
     }
 
     /// Loads a vision-language model (SmolVLM) from an HF directory or a GGUF
@@ -300,22 +336,28 @@ impl Engine {
         if req.prompt.is_empty() {
             return Err(ModelError::InvalidRequest("the prompt is empty".into()));
         }
-        let cache = self.model.new_cache(self.context_length);
-        if req.prompt.len() >= cache.capacity() {
+        let (cache, reused) = self.take_cache(&req);
+        let capacity = cache.capacity();
+        if req.prompt.len() >= capacity {
+            self.give_back(req.prompt[..reused].to_vec(), cache);
             return Err(ModelError::InvalidRequest(format!(
                 "the prompt has {} tokens; the context holds {}",
                 req.prompt.len(),
-                cache.capacity()
+                capacity
             )));
         }
         let rng = StdRng::seed_from_u64(req.sampling.seed);
         let filter = StopFilter::new(&req.stop);
+        let keep = req.embeds.is_none();
         Ok(Generation {
             engine: self,
             cache,
             rng,
             cancel,
             req,
+            reused,
+            failed: false,
+            keep,
             tokens: Vec::new(),
             decoder: StreamDecoder::default(),
             filter,
@@ -328,6 +370,43 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A cache for `req`: the kept one when the prompt starts with (some
+    /// of) its tokens, cut back to what they share, else a new one. At
+    /// least the prompt's last token is always run, for its logits.
+    fn take_cache(&self, req: &Request) -> (KvCache, usize) {
+        let kept = match (&self.reuse, &req.embeds) {
+            // Image prompts: the placeholder ids say nothing about the
+            // pixels, so their positions are never shared.
+            (Some(m), None) => m.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            _ => None,
+        };
+        if let Some(Reusable { tokens, mut cache }) = kept {
+            let shared = tokens
+                .iter()
+                .zip(&req.prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(req.prompt.len().saturating_sub(1));
+            if shared > 0 {
+                cache.truncate(shared);
+                return (cache, shared);
+            }
+            // Nothing shared: the allocation is still good.
+            cache.clear();
+            return (cache, 0);
+        }
+        (self.model.new_cache(self.context_length), 0)
+    }
+
+    /// Keeps `cache`, which holds `tokens`, for the next generation.
+    fn give_back(&self, tokens: Vec<u32>, cache: KvCache) {
+        if let Some(m) = &self.reuse {
+            *m.lock().unwrap_or_else(|p| p.into_inner()) = Some(Reusable { tokens, cache });
+        }
+    }
+}
+
 /// A running generation; iterate it for text pieces.
 pub struct Generation<'a> {
     engine: &'a Engine,
@@ -335,6 +414,12 @@ pub struct Generation<'a> {
     rng: StdRng,
     cancel: CancelToken,
     req: Request,
+    /// Prompt tokens already in `cache` (see [`Engine::set_prompt_reuse`]).
+    reused: usize,
+    /// A forward pass failed: the cache is not worth keeping.
+    failed: bool,
+    /// A text prompt: the cache goes back to the engine when done.
+    keep: bool,
     tokens: Vec<u32>,
     decoder: StreamDecoder,
     /// Decoded text so far (may run ahead of what was handed out).
@@ -346,7 +431,43 @@ pub struct Generation<'a> {
     first_token_at: Option<Instant>,
 }
 
+impl Drop for Generation<'_> {
+    /// Hands the cache back to the engine for the next prompt.
+    fn drop(&mut self) {
+        if self.failed || !self.keep {
+            return;
+        }
+        let n = self.cache.len();
+        let tokens: Vec<u32> = self
+            .req
+            .prompt
+            .iter()
+            .chain(&self.tokens)
+            .take(n)
+            .copied()
+            .collect();
+        if tokens.len() != n {
+            return;
+        }
+        let cache = std::mem::replace(&mut self.cache, KvCache::empty());
+        self.engine.give_back(tokens, cache);
+    }
+}
+
 impl Generation<'_> {
+    /// Runs the prompt and nothing more (see [`Engine::warm_up`]).
+    fn prefill_only(&mut self) -> Result<()> {
+        if self.next_input.is_some() {
+            return Ok(());
+        }
+        let r = self
+            .engine
+            .model
+            .forward(&self.req.prompt[self.reused..], &mut self.cache, false);
+        self.failed = r.is_err();
+        r.map(|_| ())
+    }
+
     /// Runs to the end (if not already) and returns the result.
     pub fn finish(mut self) -> Result<Output> {
         while self.stop_reason.is_none() {
@@ -356,7 +477,8 @@ impl Generation<'_> {
         }
         Ok(Output {
             text: std::mem::take(&mut self.filter).into_text(),
-            tokens: std::mem::take(&mut self.tokens),
+            // A copy: `Drop` still needs them to hand the cache back.
+            tokens: self.tokens.clone(),
             stop_reason: self.stop_reason.unwrap_or(StopReason::MaxTokens),
             timings: self.timings.clone(),
         })
@@ -387,13 +509,18 @@ impl Generation<'_> {
             None => {
                 let t0 = Instant::now();
                 self.started = Some(t0);
+                self.failed = true;
                 let l = match self.req.embeds.take() {
                     Some(e) => model.forward_embeds(e, &mut self.cache, false)?,
-                    None => model.forward(&self.req.prompt, &mut self.cache, false)?,
+                    None => {
+                        model.forward(&self.req.prompt[self.reused..], &mut self.cache, false)?
+                    }
                 };
                 self.timings.image_encode_ms = self.req.image_encode_ms;
                 let v = logits_vec(l)?;
+                self.failed = false;
                 self.timings.prompt_tokens = self.req.prompt.len();
+                self.timings.cached_tokens = self.reused;
                 self.timings.prefill_ms = ms(t0.elapsed());
                 v
             }
@@ -402,7 +529,10 @@ impl Generation<'_> {
                     self.stop_reason = Some(StopReason::ContextFull);
                     return Ok(None);
                 }
-                logits_vec(model.forward(&[tok], &mut self.cache, false)?)?
+                self.failed = true;
+                let v = logits_vec(model.forward(&[tok], &mut self.cache, false)?)?;
+                self.failed = false;
+                v
             }
         };
         let next = sample(
@@ -426,7 +556,7 @@ impl Generation<'_> {
             self.timings.decode_ms = ms(now - first);
         }
         let t = &mut self.timings;
-        t.prefill_tokens_per_s = per_s(t.prompt_tokens, t.prefill_ms);
+        t.prefill_tokens_per_s = per_s(t.prompt_tokens - t.cached_tokens, t.prefill_ms);
         t.decode_tokens_per_s = per_s(t.generated_tokens.saturating_sub(1), t.decode_ms);
         Ok(Some(next))
     }

@@ -121,6 +121,11 @@ pub enum StopReason {
 pub struct Timings {
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
+    /// Of those, how many were already in the engine's key/value cache from
+    /// the previous turn (a shared system prompt and history), so prefill
+    /// ran only the rest.
+    #[serde(default)]
+    pub cached_tokens: usize,
     /// Tokens generated (including a final end-of-sequence token).
     pub generated_tokens: usize,
     /// From the start of prefill to the first sampled token.
@@ -129,7 +134,7 @@ pub struct Timings {
     pub prefill_ms: f64,
     /// Decode wall time (all tokens after the first).
     pub decode_ms: f64,
-    /// Prompt tokens per second.
+    /// Prompt tokens prefilled (not cached) per second.
     pub prefill_tokens_per_s: f64,
     /// Resizing, tiling and the vision tower, before prefill (0 without an image).
     pub image_encode_ms: f64,

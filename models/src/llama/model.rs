@@ -110,6 +110,15 @@ enum CacheKind {
 }
 
 impl KvCache {
+    /// A cache with room for nothing (a placeholder for one moved out).
+    pub(crate) fn empty() -> Self {
+        Self {
+            kind: CacheKind::Graph(Vec::new()),
+            len: 0,
+            capacity: 0,
+        }
+    }
+
     /// Tokens already in the cache.
     pub fn len(&self) -> usize {
         self.len
@@ -123,6 +132,27 @@ impl KvCache {
     /// The most tokens this cache accepts (the configured context length).
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Keeps the first `n` positions and forgets the rest, so a new
+    /// sequence that shares them continues from there (prompt reuse).
+    pub fn truncate(&mut self, n: usize) {
+        if n >= self.len {
+            return;
+        }
+        if n == 0 {
+            return self.clear();
+        }
+        if let CacheKind::Graph(layers) = &mut self.kind {
+            for (k, v) in layers.iter_mut().flatten() {
+                // [kv_heads, positions, head_dim]
+                *k = k.clone().narrow(1, 0, n);
+                *v = v.clone().narrow(1, 0, n);
+            }
+        }
+        // The fused cache is written in place at `len`: positions past `n`
+        // are overwritten before they are read again.
+        self.len = n;
     }
 
     /// Forget everything (start a new sequence).
