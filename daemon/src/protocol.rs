@@ -342,6 +342,10 @@ pub struct HeardTimings {
     pub transcribe_ms: u64,
     /// From the end of speech to the transcript, ms.
     pub end_of_speech_ms: u64,
+    /// Whisper ran while the speaker's pause was still being timed (the
+    /// hangover), and the pause turned out to be the end.
+    #[serde(default)]
+    pub early: bool,
 }
 
 /// `transcript.final`.

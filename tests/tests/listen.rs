@@ -230,6 +230,9 @@ fn hands_free_wake_phrase_follow_up_and_stop() {
         .unwrap_or_else(|| panic!("no transcript: {evs:#?}"));
     assert_eq!(t["wake"], true, "{t}");
     assert_eq!(t["source"], "hands_free", "{t}");
+    // Whisper ran during the hangover, on exactly the audio that ended up
+    // being the utterance.
+    assert_eq!(t["timings"]["early"], true, "{t}");
     let question = t["question"].as_str().unwrap_or("");
     assert!(
         word_errors(question, "What is the capital of France?") <= 1,
@@ -241,6 +244,15 @@ fn hands_free_wake_phrase_follow_up_and_stop() {
     assert_eq!(end["id"], id.as_str());
     assert!(
         end["text"].as_str().unwrap_or("").contains("Paris"),
+        "{end}"
+    );
+    // The whole prompt was run while the hangover timed the pause (the
+    // early transcript read as a question): the turn ran only its last
+    // token, which the engine always runs for its logits.
+    let timings = &end["timings"];
+    assert_eq!(
+        timings["cached_tokens"].as_u64().map(|c| c + 1),
+        timings["prompt_tokens"].as_u64(),
         "{end}"
     );
     // The debug option writes what was heard (and only with it set).
@@ -264,6 +276,10 @@ fn hands_free_wake_phrase_follow_up_and_stop() {
     assert!(
         end["text"].as_str().unwrap_or("").contains("Tokyo"),
         "{end}"
+    );
+    assert!(
+        end["timings"]["cached_tokens"].as_u64().unwrap_or(0) > 10,
+        "the first exchange is reused: {end}"
     );
 
     // "Stop." said while an answer is being written cancels it.

@@ -165,12 +165,7 @@ impl Assistant {
     /// the question answered without it: a spoken question should get an
     /// answer, not an error about a lens.
     async fn frame_for(&self, question: &str) -> Option<Arc<image::RgbImage>> {
-        let wanted = match self.voice_camera {
-            VoiceCamera::Never => false,
-            VoiceCamera::Always => true,
-            VoiceCamera::WhenAsked => crate::vision::mentions_looking(question),
-        };
-        if !wanted || self.vision.is_none() || !self.camera.configured() {
+        if !self.voice_camera_wanted(question) {
             return None;
         }
         let camera = self.camera.clone();
@@ -185,6 +180,16 @@ impl Assistant {
                 None
             }
         }
+    }
+
+    /// Whether a spoken `question` gets a camera frame.
+    fn voice_camera_wanted(&self, question: &str) -> bool {
+        let wanted = match self.voice_camera {
+            VoiceCamera::Never => false,
+            VoiceCamera::Always => true,
+            VoiceCamera::WhenAsked => crate::vision::mentions_looking(question),
+        };
+        wanted && self.vision.is_some() && self.camera.configured()
     }
 
     /// A hands-free question: asked in `conversation`, its events sent to
@@ -271,6 +276,11 @@ pub(super) async fn hands_free(service: Weak<Assistant>, mut rx: mpsc::Receiver<
         match ev {
             EarsEvent::Microphone(s) => a.publish(None, microphone_event(&s)),
             EarsEvent::SpeechStarted | EarsEvent::Transcribing => {}
+            EarsEvent::Anticipated(Heard::Question {
+                text: question,
+                woke,
+            }) => a.anticipate(&conv, question, woke),
+            EarsEvent::Anticipated(_) => {}
             EarsEvent::Failed(e) => {
                 tracing::error!("hands-free listening stopped: {e}");
                 let ev = Event::Microphone {
@@ -290,6 +300,7 @@ pub(super) async fn hands_free(service: Weak<Assistant>, mut rx: mpsc::Receiver<
                     audio_ms: timings.audio_ms,
                     transcribe_ms: timings.transcribe_ms,
                     end_of_speech_ms: timings.end_of_speech_ms,
+                    early: timings.early,
                 };
                 a.heard(&mut conv, transcript, heard, timings);
             }
@@ -298,6 +309,22 @@ pub(super) async fn hands_free(service: Weak<Assistant>, mut rx: mpsc::Receiver<
 }
 
 impl Assistant {
+    /// The speaker paused after what reads as a question: runs the prompt
+    /// the question will have (same system prompt, same conversation) so
+    /// that, if the pause is the end, the answer starts from a warm cache.
+    /// Questions that will look through the camera are left alone.
+    fn anticipate(&self, conv: &Conversation, question: String, woke: bool) {
+        if self.voice_camera_wanted(&question) {
+            return;
+        }
+        // A woken question starts a new conversation (see `heard`).
+        let conversation = (!woke && !conv.fresh).then(|| conv.name.clone());
+        self.answerer.prefill(Ask {
+            conversation,
+            ..Ask::text(question)
+        });
+    }
+
     fn heard(
         self: &Arc<Self>,
         conv: &mut Conversation,

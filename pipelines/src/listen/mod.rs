@@ -26,7 +26,7 @@ use crate::state::{State, StateBus};
 use crate::transcribe::transcribe_clip;
 use seer_cancel::CancelToken;
 use seer_models::ModelError;
-use seer_models::speech::{TranscribeOptions, Transcriber};
+use seer_models::speech::{TranscribeOptions, Transcriber, Transcript};
 use seer_models::vad::{Vad, VadOptions};
 use seer_platform::audio::RATE;
 use seer_platform::mic::{MicEvent, Microphone};
@@ -136,6 +136,9 @@ pub struct HeardTimings {
     /// From the end of speech to the transcript, ms (hangover, VAD hop,
     /// queueing and whisper).
     pub end_of_speech_ms: u64,
+    /// The transcript was made when the speaker paused, while the
+    /// hangover ran (see [`segmenter::SegmentEvent::Paused`]).
+    pub early: bool,
 }
 
 /// What the listen stage tells the daemon (wake mode and the microphone).
@@ -147,6 +150,11 @@ pub enum EarsEvent {
     SpeechStarted,
     /// It ended and is being transcribed.
     Transcribing,
+    /// The speaker paused and what they said so far reads as a question
+    /// for the assistant: if the pause is the end, this will be the
+    /// [`EarsEvent::Heard`] that follows. The daemon may start on it (run
+    /// the prompt) while the hangover runs; nothing is shown to anyone.
+    Anticipated(Heard),
     /// What it said and what it means.
     Heard {
         /// Whisper's transcript.
@@ -240,6 +248,7 @@ impl Ears {
             ptt_samples: Vec::new(),
             ptt_flowing: false,
             expect_until: None,
+            early: None,
         };
         let thread = std::thread::Builder::new()
             .name("listen".into())
@@ -355,6 +364,18 @@ struct Worker {
     ptt_flowing: bool,
     /// Until when a question needs no wake phrase.
     expect_until: Option<Instant>,
+    /// Whisper's transcript of the utterance as it stood when the speaker
+    /// paused (see [`SegmentEvent::Paused`]).
+    early: Option<Early>,
+}
+
+/// A transcript made while the hangover ran.
+struct Early {
+    samples: Vec<f32>,
+    transcript: Transcript,
+    /// When whisper started, and how long the speaker had been silent then.
+    at: Instant,
+    silent_ms: u32,
 }
 
 fn load_models(m: &SpeechModels) -> Result<(Transcriber, Vad), ListenError> {
@@ -483,6 +504,7 @@ impl Worker {
     /// Forgets a half-heard utterance (capture paused, muted, device
     /// lost, push-to-talk took over), and the `listening` it showed.
     fn reset_segmenter(&mut self) {
+        self.early = None;
         if let Some(s) = self.segmenter.as_mut() {
             if s.in_speech() {
                 self.state.set_if(&[State::Listening], State::Idle);
@@ -593,13 +615,67 @@ impl Worker {
                     self.set_state(State::Listening);
                     self.emit(EarsEvent::SpeechStarted);
                 }
-                SegmentEvent::Dropped => self.set_state(State::Idle),
+                SegmentEvent::Dropped => {
+                    self.early = None;
+                    self.set_state(State::Idle);
+                }
+                SegmentEvent::Paused(u) => self.transcribe_early(u),
                 SegmentEvent::Utterance(u) => self.utterance(u),
             }
         }
     }
 
-    /// Transcribes an always-on utterance and says what it meant.
+    /// Whisper's options for always-on utterances.
+    fn wake_options(&self, wake: &WakeConfig) -> TranscribeOptions {
+        TranscribeOptions {
+            initial_prompt: Some(
+                wake.prompt
+                    .clone()
+                    .unwrap_or_else(|| wake::wake_prompt(&wake.phrase)),
+            ),
+            ..self.cfg.transcribe.clone()
+        }
+    }
+
+    /// The speaker paused: transcribes what they said so far while the
+    /// hangover decides whether they are done. Audio keeps queueing in the
+    /// microphone's channel meanwhile and is scored afterwards, so a
+    /// resumed sentence is heard whole; the early transcript is then thrown
+    /// away. The hangover itself is unchanged: a pause mid-sentence still
+    /// does not cut the question.
+    fn transcribe_early(&mut self, u: segmenter::Utterance) {
+        self.early = None;
+        let Some(wake) = self.cfg.wake.clone() else {
+            return;
+        };
+        let opts = self.wake_options(&wake);
+        let Some((whisper, _)) = self.models.as_mut() else {
+            return;
+        };
+        let at = Instant::now();
+        match whisper.transcribe(&u.samples, &opts) {
+            Ok(transcript) => {
+                let text = wake::collapse_repeats(&transcript.text);
+                let expecting = self.expect_until.is_some_and(|t| Instant::now() < t);
+                let heard = wake::classify(&text, &wake.phrase, expecting);
+                if matches!(heard, Heard::Question { .. }) && !self.state.muted() {
+                    self.emit(EarsEvent::Anticipated(heard));
+                }
+                self.early = Some(Early {
+                    samples: u.samples,
+                    transcript,
+                    at,
+                    silent_ms: u.since_speech_end_ms,
+                })
+            }
+            // The utterance, if it comes, is transcribed the usual way.
+            Err(e) => tracing::debug!("early transcript: {e}"),
+        }
+    }
+
+    /// Transcribes an always-on utterance (or takes the transcript made
+    /// when the speaker paused, if the audio is the same) and says what it
+    /// meant.
     fn utterance(&mut self, u: segmenter::Utterance) {
         let Some(wake) = self.cfg.wake.clone() else {
             return;
@@ -608,24 +684,32 @@ impl Worker {
         self.set_state(State::Transcribing);
         self.emit(EarsEvent::Transcribing);
         self.dump("utterance", &u.samples);
+        let opts = self.wake_options(&wake);
+        let early = self.early.take().filter(|e| e.samples == u.samples);
         let Some((whisper, _)) = self.models.as_mut() else {
             return;
         };
-        let opts = TranscribeOptions {
-            initial_prompt: Some(
-                wake.prompt
-                    .clone()
-                    .unwrap_or_else(|| wake::wake_prompt(&wake.phrase)),
-            ),
-            ..self.cfg.transcribe.clone()
-        };
-        let t = match whisper.transcribe(&u.samples, &opts) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!("whisper: {e}");
-                self.set_state(State::Idle);
-                return;
+        let used_early = early.is_some();
+        let (t, end_of_speech_ms) = match early {
+            Some(e) => {
+                tracing::debug!(
+                    silent_ms = e.silent_ms,
+                    "using the transcript made when the speaker paused"
+                );
+                let since = e.silent_ms as u64 + e.at.elapsed().as_millis() as u64;
+                (e.transcript, since)
             }
+            None => match whisper.transcribe(&u.samples, &opts) {
+                Ok(t) => {
+                    let since = u.since_speech_end_ms as u64 + closed.elapsed().as_millis() as u64;
+                    (t, since)
+                }
+                Err(e) => {
+                    tracing::warn!("whisper: {e}");
+                    self.set_state(State::Idle);
+                    return;
+                }
+            },
         };
         if self.state.muted() {
             // Muted while whisper ran: what was said is not used.
@@ -646,7 +730,8 @@ impl Worker {
         let timings = HeardTimings {
             audio_ms: (u.samples.len() * 1000 / RATE as usize) as u64,
             transcribe_ms: t.elapsed_ms,
-            end_of_speech_ms: u.since_speech_end_ms as u64 + closed.elapsed().as_millis() as u64,
+            end_of_speech_ms,
+            early: used_early,
         };
         tracing::info!(
             transcript = %text,
@@ -654,6 +739,7 @@ impl Worker {
             audio_ms = timings.audio_ms,
             transcribe_ms = timings.transcribe_ms,
             end_of_speech_ms = timings.end_of_speech_ms,
+            early = timings.early,
             "heard"
         );
         self.emit(EarsEvent::Heard {

@@ -68,6 +68,13 @@ pub enum SegmentEvent {
     Utterance(Utterance),
     /// Speech too short to count ended; nothing follows.
     Dropped,
+    /// The speaker has been silent for `post_roll_ms`: if the silence lasts
+    /// the hangover, the utterance will be exactly this audio. Transcribing
+    /// it now, while the hangover runs, takes whisper off the end-of-speech
+    /// latency; the transcript is used only if the [`SegmentEvent::Utterance`]
+    /// that follows has the same samples (speech that resumes makes a longer
+    /// one). Not sent when the hangover is no longer than the post-roll.
+    Paused(Utterance),
 }
 
 /// One utterance's audio (16 kHz mono) and how it ended.
@@ -90,6 +97,8 @@ struct Active {
     /// `samples.len()` after the last speech window.
     speech_end: usize,
     started: bool,
+    /// A [`SegmentEvent::Paused`] went out for this `speech_end`.
+    paused: bool,
 }
 
 /// Streaming segmenter over 16 kHz mono audio; feed it with [`push`](Self::push).
@@ -204,6 +213,7 @@ impl Segmenter {
                     silence_windows: 0,
                     speech_end,
                     started: false,
+                    paused: false,
                 });
                 return self.check_started();
             }
@@ -219,6 +229,7 @@ impl Segmenter {
             a.speech_windows += 1;
             a.silence_windows = 0;
             a.speech_end = a.samples.len();
+            a.paused = false;
         } else {
             a.silence_windows += 1;
         }
@@ -227,6 +238,15 @@ impl Segmenter {
         }
         if a.samples.len() as f32 >= o.max_seconds * RATE as f32 {
             return Some(self.finish(true));
+        }
+        let post_roll = self.opts.post_roll_ms as usize * RATE / 1000;
+        if a.started && !a.paused && a.samples.len() >= a.speech_end + post_roll {
+            a.paused = true;
+            return Some(SegmentEvent::Paused(Utterance {
+                samples: a.samples[..a.speech_end + post_roll].to_vec(),
+                since_speech_end_ms: ((a.samples.len() - a.speech_end) * 1000 / RATE) as u32,
+                cut: false,
+            }));
         }
         self.check_started()
     }
@@ -262,5 +282,98 @@ impl Segmenter {
             since_speech_end_ms,
             cut,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds windows with the given speech probabilities; window `i` holds
+    /// the value `i` so audio can be told apart.
+    fn run(seg: &mut Segmenter, probs: &[f32], first: usize) -> Vec<SegmentEvent> {
+        probs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &p)| seg.step(&[(first + i) as f32; WINDOW], p))
+            .collect()
+    }
+
+    fn speech(n: usize) -> Vec<f32> {
+        vec![0.9; n]
+    }
+
+    fn silence(n: usize) -> Vec<f32> {
+        vec![0.0; n]
+    }
+
+    #[test]
+    fn a_pause_that_lasts_gives_the_paused_audio_as_the_utterance() {
+        let mut seg = Segmenter::new(SegmenterOptions::default());
+        let probs = [speech(30), silence(40)].concat();
+        let events = run(&mut seg, &probs, 0);
+        let paused: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                SegmentEvent::Paused(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        let utterance = events.iter().find_map(|e| match e {
+            SegmentEvent::Utterance(u) => Some(u),
+            _ => None,
+        });
+        assert_eq!(paused.len(), 1, "{events:?}");
+        let utterance = utterance.expect("the silence ends the utterance");
+        assert_eq!(paused[0].samples, utterance.samples);
+        // It came after the post-roll, well before the hangover.
+        assert!(paused[0].since_speech_end_ms >= 200 && paused[0].since_speech_end_ms < 300);
+        assert!(utterance.since_speech_end_ms >= 600);
+        let at = |want: fn(&SegmentEvent) -> bool| events.iter().position(want);
+        assert!(
+            at(|e| matches!(e, SegmentEvent::Paused(_)))
+                < at(|e| matches!(e, SegmentEvent::Utterance(_))),
+            "paused before the utterance: {events:?}"
+        );
+    }
+
+    #[test]
+    fn speech_that_resumes_after_a_pause_makes_a_longer_utterance() {
+        let mut seg = Segmenter::new(SegmenterOptions::default());
+        // A 320 ms pause: past the post-roll, inside the hangover.
+        let probs = [speech(30), silence(10), speech(20), silence(40)].concat();
+        let events = run(&mut seg, &probs, 0);
+        let paused: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                SegmentEvent::Paused(u) => Some(u.samples.len()),
+                _ => None,
+            })
+            .collect();
+        let utterances: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                SegmentEvent::Utterance(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            utterances.len(),
+            1,
+            "the pause did not cut the question: {events:?}"
+        );
+        assert_eq!(paused.len(), 2, "{events:?}");
+        assert!(
+            paused[0] < utterances[0].samples.len(),
+            "the first pause is stale"
+        );
+        assert_eq!(paused[1], utterances[0].samples.len());
+    }
+
+    #[test]
+    fn no_pause_is_reported_for_speech_too_short_to_count() {
+        let mut seg = Segmenter::new(SegmenterOptions::default());
+        let events = run(&mut seg, &[speech(3), silence(40)].concat(), 0);
+        assert_eq!(events, vec![SegmentEvent::Dropped]);
     }
 }
