@@ -70,6 +70,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--idle-seconds", type=float, default=30)
+    ap.add_argument("--vlm-model", help="SmolVLM GGUF: also look at --image through the camera "
+                    "after the spoken questions (the glasses profile), and report the peak RSS")
+    ap.add_argument("--vlm-mmproj")
+    ap.add_argument("--image", help="the camera's picture (an image file as [vision] camera)")
     a = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="seer-bench-voice-")
@@ -104,6 +108,9 @@ def main():
                     f'[socket]\npath = {json.dumps(sock)}\n[dbus]\nbus = "off"\n'
                     f'[listen]\nmode = "wake"\nmodel = {json.dumps(a.model)}\n'
                     f'vad = {json.dumps(a.vad)}\nthreads = {a.threads}\n')
+            if a.vlm_model:
+                f.write(f'[vision]\nmodel = {json.dumps(a.vlm_model)}\n'
+                        f'mmproj = {json.dumps(a.vlm_mmproj)}\ncamera = {json.dumps(a.image)}\n')
         log = open(os.path.join(tmp, "seerd.log"), "w")
         seerd = subprocess.Popen([a.seerd, "--config", cfg], env=dict(penv, RUST_LOG="warn"),
                                  stdout=subprocess.DEVNULL, stderr=log)
@@ -158,6 +165,20 @@ def main():
             rounds.append(r)
             time.sleep(1.0)
         rss_kb = status_kb(seerd.pid, "VmHWM")
+        look = None
+        if a.vlm_model:
+            t = time.monotonic()
+            c.send({"v": 1, "type": "ask", "id": "look", "text": "What is in front of me?",
+                    "image": {"camera": True}, "max_tokens": 16})
+            while True:
+                ev = c.recv(timeout=600)
+                if ev.get("id") == "look" and ev["type"] in ("answer.end", "error"):
+                    break
+            if ev["type"] == "error":
+                sys.exit(f"the look failed: {ev}")
+            look = {"look_ms": round((time.monotonic() - t) * 1000),
+                    "image_encode_ms": ev["timings"]["image_encode_ms"],
+                    "peak_rss_after_look_mb": round(status_kb(seerd.pid, "VmHWM") / 1024, 1)}
 
         prompt = "Seer is a voice assistant. Hey Seer, stop. Cancel."
         fitted = min(1500, max(128, -(-int(dur_s * 1000) // 20) + 64))
@@ -179,6 +200,8 @@ def main():
             "whisper_cpp_full_window_ms": ref["full_window"]["transcribe_ms"],
             "rounds": rounds, "whisper_cpp": ref,
         }
+        if look:
+            result.update(look)
         print(json.dumps(result))
     except BaseException:
         log_path = os.path.join(tmp, "seerd.log")
