@@ -32,6 +32,9 @@ pub(crate) trait Source {
     /// Whether this is a llama.cpp conversion: its converter stores the q/k
     /// rows of `llama`-architecture models in interleaved-pair order.
     fn is_llama_cpp(&self) -> bool;
+    /// The loader has copied what it read so far: the file's pages may
+    /// leave memory (see [`GgufFile::release_pages`]).
+    fn release(&self) {}
 }
 
 impl Source for GgufFile {
@@ -52,6 +55,10 @@ impl Source for GgufFile {
 
     fn is_llama_cpp(&self) -> bool {
         true
+    }
+
+    fn release(&self) {
+        self.release_pages();
     }
 
     fn blocks(&self, name: &str) -> Option<(GgmlType, &[u8])> {
@@ -207,6 +214,12 @@ impl Source for HfSource {
 
     fn is_llama_cpp(&self) -> bool {
         false
+    }
+
+    fn release(&self) {
+        for (path, map) in &self.files {
+            crate::gguf::release_pages(map, path);
+        }
     }
 }
 

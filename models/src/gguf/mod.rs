@@ -464,6 +464,15 @@ impl GgufFile {
         })
     }
 
+    /// Drops the file's pages from this process's memory. Loaders copy
+    /// (or convert) every tensor out of the mapping; without this, the
+    /// pages they read stay mapped until the file is closed, and peak RSS
+    /// counts the model twice. Later reads fault the pages back in from the
+    /// page cache, unchanged.
+    pub fn release_pages(&self) {
+        release_pages(&self.map, &self.path);
+    }
+
     /// The raw (possibly quantised) bytes of a tensor.
     pub fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
         let t = self.tensor_or_err(name)?;
@@ -524,5 +533,17 @@ impl GgufFile {
             key: key.to_owned(),
             reason: reason.to_owned(),
         }
+    }
+}
+
+/// Unmaps a read-only file mapping's pages from this process (they stay in
+/// the page cache); the next read faults them back in, unchanged.
+pub(crate) fn release_pages(map: &memmap2::Mmap, path: &Path) {
+    // SAFETY: `Mmap` is a read-only shared mapping: MADV_DONTNEED only drops
+    // its pages, and reading them again returns the file's bytes. (The
+    // unchecked form exists for private writable mappings, whose changes it
+    // would discard.)
+    if let Err(e) = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
+        tracing::debug!(path = %path.display(), "madvise(DONTNEED): {e}");
     }
 }

@@ -166,6 +166,7 @@ pub(crate) fn build(
             ),
             w_down: fuse(vec![rows(&n("ffn_down.weight"), hid, inter, None)?], inter),
         });
+        src.release();
     }
     let matrix = |name: &str| -> Result<VocabMatrix> {
         Ok(match rows(name, c.vocab_size, hid, None)? {
@@ -184,6 +185,7 @@ pub(crate) fn build(
     } else {
         matrix("output.weight")?
     };
+    src.release();
     let mut inv_freq = c.inv_freq();
     // llama.cpp bakes Llama-3 scaling into per-frequency divisors.
     if let Some(f) = src.get("rope_freqs.weight")? {

@@ -89,6 +89,7 @@ impl VisionTower {
                 fc2: linear(want(&name("ffn_down.weight"), &[d, i])?, d, i),
                 b2: row(want(&name("ffn_down.bias"), &[d])?),
             });
+            src.release();
         }
         let s2 = c.scale_factor * c.scale_factor;
         Ok(Self {
