@@ -339,7 +339,10 @@ impl Engine {
         let (cache, reused) = self.take_cache(&req);
         let capacity = cache.capacity();
         if req.prompt.len() >= capacity {
-            self.give_back(req.prompt[..reused].to_vec(), cache);
+            if req.embeds.is_none() {
+                // Still good for the next text prompt.
+                self.give_back(req.prompt[..reused].to_vec(), cache);
+            }
             return Err(ModelError::InvalidRequest(format!(
                 "the prompt has {} tokens; the context holds {}",
                 req.prompt.len(),
