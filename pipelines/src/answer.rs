@@ -383,31 +383,9 @@ impl Worker {
     /// question, so that question prefills only its own tokens (the engine
     /// keeps the cache of whatever prompt it ran last).
     fn warm_up(&self) {
-        let EngineSource::Loaded(engine) = &self.engine else {
-            return;
-        };
-        let t0 = std::time::Instant::now();
-        let done = fit_prompt(
-            engine,
-            &self.cfg,
-            &self.cfg.system_prompt,
-            &mut Vec::new(),
-            "",
-        )
-        .and_then(|ids| {
-            engine
-                .warm_up(&ids)
-                .map(|()| ids.len())
-                .map_err(|e| AnswerError::Internal(e.to_string()))
-        });
-        match done {
-            Ok(tokens) => tracing::info!(
-                tokens,
-                ms = t0.elapsed().as_millis() as u64,
-                "system prompt prefilled"
-            ),
-            Err(e) => tracing::warn!("prefilling the system prompt: {e}"),
-        }
+        // A question with no history and no words shares the system prompt
+        // and the template's opening with every first question.
+        self.prefill(&Ask::text(""));
     }
 
     /// Runs a turn's prompt without answering (see [`Answerer::prefill`]).
@@ -425,7 +403,7 @@ impl Worker {
             });
         match done {
             Ok(()) => tracing::debug!(ms = t0.elapsed().as_millis() as u64, "prompt run ahead"),
-            Err(e) => tracing::debug!("running a prompt ahead: {e}"),
+            Err(e) => tracing::warn!("running a prompt ahead: {e}"),
         }
     }
 

@@ -299,6 +299,19 @@ mod tests {
             .collect()
     }
 
+    /// The `Paused` and the `Utterance` events' audio, in order.
+    fn split(events: &[SegmentEvent]) -> (Vec<&Utterance>, Vec<&Utterance>) {
+        let (mut paused, mut utterances) = (Vec::new(), Vec::new());
+        for e in events {
+            match e {
+                SegmentEvent::Paused(u) => paused.push(u),
+                SegmentEvent::Utterance(u) => utterances.push(u),
+                _ => {}
+            }
+        }
+        (paused, utterances)
+    }
+
     fn speech(n: usize) -> Vec<f32> {
         vec![0.9; n]
     }
@@ -312,19 +325,9 @@ mod tests {
         let mut seg = Segmenter::new(SegmenterOptions::default());
         let probs = [speech(30), silence(40)].concat();
         let events = run(&mut seg, &probs, 0);
-        let paused: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                SegmentEvent::Paused(u) => Some(u),
-                _ => None,
-            })
-            .collect();
-        let utterance = events.iter().find_map(|e| match e {
-            SegmentEvent::Utterance(u) => Some(u),
-            _ => None,
-        });
+        let (paused, utterances) = split(&events);
         assert_eq!(paused.len(), 1, "{events:?}");
-        let utterance = utterance.expect("the silence ends the utterance");
+        let utterance = utterances.first().expect("the silence ends the utterance");
         assert_eq!(paused[0].samples, utterance.samples);
         // It came after the post-roll, well before the hangover.
         assert!(paused[0].since_speech_end_ms >= 200 && paused[0].since_speech_end_ms < 300);
@@ -343,20 +346,8 @@ mod tests {
         // A 320 ms pause: past the post-roll, inside the hangover.
         let probs = [speech(30), silence(10), speech(20), silence(40)].concat();
         let events = run(&mut seg, &probs, 0);
-        let paused: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                SegmentEvent::Paused(u) => Some(u.samples.len()),
-                _ => None,
-            })
-            .collect();
-        let utterances: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                SegmentEvent::Utterance(u) => Some(u),
-                _ => None,
-            })
-            .collect();
+        let (paused, utterances) = split(&events);
+        let paused: Vec<_> = paused.iter().map(|u| u.samples.len()).collect();
         assert_eq!(
             utterances.len(),
             1,
