@@ -16,7 +16,11 @@
 #   seer-bench llm --model MODEL --backend B --threads N ...
 # built by scripts/bench-build.sh (cargo profile `bench`, or $SEER_CARGO_PROFILE;
 # CARGO_TARGET_DIR defaults to /var/cache/seer-ci/target). SEER_BENCH_PROFILE=1
-# adds `--profile`: Seer's per-phase decode times. llama.cpp runs from the venv
+# adds `--profile`: Seer's per-phase decode times. With --backend wgpu Seer
+# runs twice, first with an empty kernel cache (a fresh XDG_CACHE_HOME: no
+# autotune results, no Mesa shader cache) and then with the cache that run
+# left; "first run" is prefill + 4 tokens straight after loading, i.e. the
+# kernel compile and autotune cost of a first and of a second start. llama.cpp runs from the venv
 # that scripts/llama-cpp-venv.sh makes (built on first use: 10-25 minutes).
 # Exits non-zero if either engine failed; the table shows what did run.
 set -euo pipefail
@@ -62,6 +66,7 @@ last_json() { grep -E '^\s*\{.*\}\s*$' | tail -n1 || true; }
 
 status=0
 SEER_JSON=""
+SEER_COLD_JSON=""
 LLAMA_JSON=""
 PY=python3
 
@@ -73,10 +78,25 @@ if [[ $RUN_SEER -eq 1 ]]; then
   echo "bench-llm: seer/$BACKEND, $THREADS thread(s)" >&2
   EXTRA=()
   [[ -n "${SEER_BENCH_PROFILE:-}" ]] && EXTRA=(--profile)
-  if bench_build -p seer-models --bin seer-bench &&
-     out="$("$BENCH_BIN/seer-bench" llm --model "$MODEL" --backend "$BACKEND" \
-              --threads "$THREADS" "${WORKLOAD[@]}" "${EXTRA[@]}")"; then
-    SEER_JSON="$(last_json <<<"$out")"
+  seer() {
+    "$BENCH_BIN/seer-bench" llm --model "$MODEL" --backend "$BACKEND" \
+      --threads "$THREADS" "${WORKLOAD[@]}" "${EXTRA[@]}"
+  }
+  if bench_build -p seer-models --bin seer-bench; then
+    if [[ "$BACKEND" == wgpu ]]; then
+      KCACHE="$(mktemp -d)"
+      trap 'rm -rf "$KCACHE"' EXIT
+      echo "bench-llm: wgpu with an empty kernel cache ($KCACHE)" >&2
+      if out="$(XDG_CACHE_HOME="$KCACHE" seer)"; then
+        SEER_COLD_JSON="$(last_json <<<"$out")"
+      fi
+      echo "bench-llm: wgpu again, with the kernel cache that run left" >&2
+      if out="$(XDG_CACHE_HOME="$KCACHE" seer)"; then
+        SEER_JSON="$(last_json <<<"$out")"
+      fi
+    elif out="$(seer)"; then
+      SEER_JSON="$(last_json <<<"$out")"
+    fi
   fi
   [[ -n "$SEER_JSON" ]] || { echo "bench-llm: seer-bench failed or printed no JSON line" >&2; status=1; }
 fi
@@ -93,7 +113,9 @@ fi
 [[ -n "$SEER_JSON" ]] && echo "seer:      $SEER_JSON"
 [[ -n "$LLAMA_JSON" ]] && echo "llama.cpp: $LLAMA_JSON"
 
-"$PY" - "$SEER_JSON" "$LLAMA_JSON" <<'PYEOF'
+[[ -n "$SEER_COLD_JSON" ]] && echo "seer, cold kernel cache: $SEER_COLD_JSON"
+
+"$PY" - "$SEER_JSON" "$LLAMA_JSON" "$SEER_COLD_JSON" <<'PYEOF'
 import json, sys
 
 def load(s):
@@ -102,7 +124,7 @@ def load(s):
     except ValueError:
         return {}
 
-seer, llama = load(sys.argv[1]), load(sys.argv[2])
+seer, llama, cold = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
 rows = [
     ("load_ms", "load (ms)", "lower"),
     ("prompt_tokens", "prompt tokens", ""),
@@ -126,6 +148,10 @@ for key, label, better in rows:
     if better and ratio != "n/a":
         ratio += f" ({better} is better)"
     table.append((label, fmt(a), fmt(b), ratio))
+if cold:
+    table.append(("first run, empty kernel cache (ms)", fmt(cold.get("first_run_ms")), "", ""))
+    table.append(("first run, warm kernel cache (ms)", fmt(seer.get("first_run_ms")), "", ""))
+    table.append(("adapter", str(seer.get("adapter", "?")), "", ""))
 widths = [max(len(r[i]) for r in table) for i in range(4)]
 threads = seer.get("threads", llama.get("threads", "?"))
 print(f"\nthreads: {threads}")

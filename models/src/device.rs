@@ -68,6 +68,18 @@ pub struct AdapterSummary {
     pub device_type: String,
     /// Whether this is real GPU hardware.
     pub is_hardware: bool,
+    /// The largest storage buffer one shader may bind, in bytes.
+    pub max_binding: u64,
+    /// The largest buffer the adapter can allocate, in bytes.
+    pub max_buffer: u64,
+}
+
+impl AdapterSummary {
+    /// The most bytes one tensor may occupy here: burn's memory pool never
+    /// makes a page larger than either limit.
+    pub fn max_tensor_bytes(&self) -> u64 {
+        self.max_binding.min(self.max_buffer)
+    }
 }
 
 /// Lists the adapters wgpu can see.
@@ -80,7 +92,10 @@ pub fn wgpu_adapters() -> Vec<AdapterSummary> {
         .iter()
         .map(|a| {
             let info = a.get_info();
+            let limits = a.limits();
             AdapterSummary {
+                max_binding: limits.max_storage_buffer_binding_size,
+                max_buffer: limits.max_buffer_size,
                 name: info.name.clone(),
                 backend: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
@@ -93,6 +108,65 @@ pub fn wgpu_adapters() -> Vec<AdapterSummary> {
             }
         })
         .collect()
+}
+
+/// The most bytes one tensor may occupy on `device`, or `None` where
+/// nothing limits it (the CPU). Loaders cut larger matrices into pieces.
+///
+/// Taken as the smallest over every adapter wgpu lists, since burn's
+/// default-device choice is not exposed: a smaller limit than needed only
+/// means more pieces.
+pub fn max_tensor_bytes(device: &Device) -> Option<u64> {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if *device == Device::flex() {
+        return None;
+    }
+    Some(*LIMIT.get_or_init(|| {
+        wgpu_adapters()
+            .iter()
+            .map(AdapterSummary::max_tensor_bytes)
+            .min()
+            // wgpu's own default limit, should listing find nothing.
+            .unwrap_or(128 << 20)
+    }))
+}
+
+/// Where burn keeps what it learnt about this machine's GPU kernels
+/// (autotune results) between runs: `$XDG_CACHE_HOME/seer/kernels`, else
+/// `~/.cache/seer/kernels`. A second start then runs no autotune candidates.
+pub fn kernel_cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    Some(base.join("seer").join("kernels"))
+}
+
+/// Points burn's kernel cache at [`kernel_cache_dir`], once, before the
+/// first GPU kernel runs. A directory that cannot be made leaves the cache in
+/// memory, with a warning: the model still runs, only the next start tunes
+/// again.
+fn use_kernel_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| match kernel_cache_dir() {
+        Some(dir) => match std::fs::create_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "GPU kernel cache");
+                // cubecl points the cache at its own default when it first
+                // reads its configuration, so read it first, then move it.
+                use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+                let _ = CubeClRuntimeConfig::get();
+                burn::cubecl::environment::set_root(dir);
+            }
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                "cannot create the GPU kernel cache ({e}); kernels will be tuned again next start"
+            ),
+        },
+        None => tracing::warn!(
+            "neither XDG_CACHE_HOME nor HOME is set: the GPU kernel cache stays in memory"
+        ),
+    });
 }
 
 /// Opens the requested backend and logs the choice.
@@ -132,6 +206,7 @@ pub fn open(kind: BackendKind) -> Result<OpenedDevice> {
                 .iter()
                 .find(|a| a.is_hardware)
                 .unwrap_or(&adapters[0]);
+            use_kernel_cache();
             OpenedDevice {
                 device: Device::wgpu(DeviceKind::DefaultDevice),
                 kind: BackendKind::Wgpu,

@@ -256,9 +256,12 @@ fn answers_paris_on_wgpu() {
         context_length: 256,
         weights: None,
     };
+    // The default weights: Q4_1/Q8_0 kept quantised on the device.
     let engine = Engine::load(&model_path(), &opts).expect("model loads on wgpu");
     let answer = chat(&engine, "What is the capital of France?");
     assert!(answer.contains("Paris"), "{answer:?}");
+    // The same words as the CPU's integer kernels choose.
+    assert_eq!(answer, chat(cpu(), "What is the capital of France?"));
 }
 
 #[test]

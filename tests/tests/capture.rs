@@ -32,10 +32,15 @@ fn speech_played_into_the_sound_server_is_captured_and_transcribed() {
         .output()
         .expect("seer devices");
     assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("PulseAudio"), "{listed}");
+    // And the GPU adapters: lavapipe, its 128 MiB binding limit, and that
+    // `auto` passes over a software adapter.
+    assert!(listed.contains("llvmpipe"), "{listed}");
+    assert!(listed.contains("max binding 128 MiB"), "{listed}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("PulseAudio"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        listed.contains("backend = \"auto\" runs on: cpu"),
+        "{listed}"
     );
 
     let mut child = Command::new(bin("seer"))

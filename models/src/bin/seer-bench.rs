@@ -387,8 +387,13 @@ fn main() -> Result<()> {
         req.ignore_eos = true;
         Ok(engine.generate(req, CancelToken::new())?.finish()?)
     };
+    // The first run after loading pays for compiling (and, on wgpu,
+    // autotuning) every kernel shape unless the kernel cache holds them.
+    let mut first_run_ms = None;
     for _ in 0..warmup {
+        let t0 = Instant::now();
         run(4)?;
+        first_run_ms.get_or_insert(t0.elapsed().as_secs_f64() * 1e3);
     }
     // A separate, profiled run: the timers start after the prefill (the
     // first piece of text), so they cover decoding.
@@ -422,6 +427,8 @@ fn main() -> Result<()> {
         "decode_tok_s": t.decode_tokens_per_s,
         "peak_rss_mb": peak_rss_mb(),
         "fused_cpu_step": engine.model().is_fused(),
+        "first_run_ms": first_run_ms,
+        "kernel_cache": device::kernel_cache_dir(),
     });
     if let Some((phases, steps, wall)) = phases {
         let per = |ms: f64| ms / steps.max(1) as f64;

@@ -35,8 +35,8 @@ pub struct EngineOptions {
     pub backend: BackendKind,
     /// Maximum tokens per sequence (prompt + answer).
     pub context_length: usize,
-    /// How weights are held; `None` picks per backend: ggml blocks with
-    /// llama.cpp's integer kernels on the CPU, f32 on wgpu.
+    /// How weights are held; `None` keeps them quantised (ggml blocks with
+    /// llama.cpp's integer kernels on the CPU, burn quantised tensors on wgpu).
     pub weights: Option<WeightFormat>,
 }
 
@@ -81,10 +81,7 @@ impl Engine {
         let device = device::open(opts.backend)?;
         let gguf = GgufFile::open(path)?;
         let tokenizer = TextTokenizer::from_gguf(&gguf)?;
-        let format = opts.weights.unwrap_or(match device.kind {
-            BackendKind::Cpu => WeightFormat::Native,
-            _ => WeightFormat::F32,
-        });
+        let format = opts.weights.unwrap_or(WeightFormat::Native);
         let model = load_gguf(&gguf, &device.device, format)?;
         let load_time = t0.elapsed();
         tracing::info!(
@@ -161,10 +158,7 @@ impl Engine {
             VlmFiles::GgufPair { model, mmproj } => {
                 let gguf = GgufFile::open(model)?;
                 let tok = TextTokenizer::from_gguf(&gguf)?;
-                let format = opts.weights.unwrap_or(match device.kind {
-                    BackendKind::Cpu => WeightFormat::Native,
-                    _ => WeightFormat::F32,
-                });
+                let format = opts.weights.unwrap_or(WeightFormat::Native);
                 let llama = load_gguf(&gguf, &device.device, format)?;
                 let image_token = tok
                     .token_to_id(crate::vision::IMAGE_PLACEHOLDER)

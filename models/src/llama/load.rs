@@ -3,11 +3,14 @@
 //! Both sources are read through one [`Source`] trait keyed by GGUF tensor
 //! names (in [`crate::weights`]), so the decoder is assembled by one function
 //! whatever the file format.
-//! Quantised GGUF weights are dequantised to f32 on load (see the crate README
-//! for why: burn's own quantised matmul is slower than f32 on the CPU backend).
+//! With [`WeightFormat::Native`] quantised GGUF weights stay in their blocks:
+//! in host memory for the fused CPU step, as burn quantised tensors on a GPU
+//! (`gpu.rs`). With [`WeightFormat::F32`] they are dequantised on load.
+//! On a GPU every matrix larger than one device buffer is cut into pieces.
 
 use super::config::{Arch, LlamaConfig};
 use super::cpu::{Dims, FusedLayer, FusedModel};
+use super::gpu::DeviceQuant;
 use super::model::{Layer, Linear, Llama, VocabMatrix};
 use super::qmatmul::QMatrix;
 use crate::error::{ModelError, Result};
@@ -21,12 +24,14 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
     /// Everything dequantised to f32 on the device. Exact transformers
-    /// numerics; the choice for wgpu, whose kernels take f32.
+    /// numerics: the reference the other paths are tested against.
     #[default]
     F32,
-    /// Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights stay in their ggml blocks in host
-    /// memory and are multiplied with ggml's integer kernels (llama.cpp's
-    /// numerics, a quarter of the memory). CPU backend only; other types are
+    /// Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights stay quantised, a quarter of the
+    /// memory. On the CPU they stay in their ggml blocks and are multiplied
+    /// with ggml's integer kernels (llama.cpp's numerics); on a GPU they
+    /// become burn quantised tensors with the same values and scales,
+    /// multiplied by kernels that dequantise as they read. Other types are
     /// dequantised to f32.
     Native,
 }
@@ -61,6 +66,10 @@ pub(crate) fn build(
     // llama.cpp's converter permutes q/k rows of `llama` models only.
     let interleaved = c.arch == Arch::Llama && src.is_llama_cpp();
     let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [1, v.len()]), dev);
+    let on_gpu = *dev != Device::flex();
+    // Half the adapter's buffer limit per piece: burn's memory pool rounds
+    // allocations up, and a piece never needs to be large to be fast.
+    let budget = crate::device::max_tensor_bytes(dev).map(|b| (b / 2) as usize);
     // A projection's `[out, in]` rows: kept in ggml blocks when the format
     // asks for it and the type allows, else as floats. `heads` un-permutes
     // llama.cpp's q/k row order (whole rows move, so this works on blocks as
@@ -109,17 +118,35 @@ pub(crate) fn build(
             for d in blocks {
                 data.extend_from_slice(&d);
             }
-            return Linear::Quant(Arc::new(QMatrix::new(ty, total, inp, data)));
+            let q = QMatrix::new(ty, total, inp, data);
+            return match budget {
+                Some(b) if on_gpu && DeviceQuant::supports(ty) => {
+                    Linear::Device(Arc::new(DeviceQuant::new(&q, dev, b)))
+                }
+                _ => Linear::Quant(Arc::new(q)),
+            };
         }
         let mut w: Vec<f32> = Vec::with_capacity(total * inp);
         for p in parts {
             w.extend_from_slice(&p.into_f32());
         }
-        // [out, in] → [in, out] for x·W.
-        Linear::Dense(Tensor::from_data(
-            TensorData::new(transpose(&w, total, inp), [inp, total]),
-            dev,
-        ))
+        // [out, in] → [in, out] for x·W, in column pieces that fit a buffer.
+        let mut pieces: Vec<Linear> = row_ranges(total, inp * 4, budget)
+            .map(|(r0, r1)| {
+                Linear::Dense(Tensor::from_data(
+                    TensorData::new(
+                        transpose(&w[r0 * inp..r1 * inp], r1 - r0, inp),
+                        [inp, r1 - r0],
+                    ),
+                    dev,
+                ))
+            })
+            .collect();
+        if pieces.len() == 1 {
+            pieces.pop().expect("one piece")
+        } else {
+            Linear::Pieces(pieces)
+        }
     };
     let bias = |name: &str, heads: usize, permute: bool| -> Result<Option<Vec<f32>>> {
         if !c.attention_bias {
@@ -173,17 +200,35 @@ pub(crate) fn build(
             Rows::Blocks(ty, data) => {
                 VocabMatrix::Quant(Arc::new(QMatrix::new(ty, c.vocab_size, hid, data)))
             }
-            Rows::F32(v) => VocabMatrix::Dense(Tensor::<2>::from_data(
-                TensorData::new(v, [c.vocab_size, hid]),
-                dev,
-            )),
+            Rows::F32(v) => {
+                let ranges: Vec<_> = row_ranges(c.vocab_size, hid * 4, budget).collect();
+                let piece = |v: Vec<f32>, rows: usize| {
+                    Tensor::<2>::from_data(TensorData::new(v, [rows, hid]), dev)
+                };
+                VocabMatrix::Dense(if ranges.len() == 1 {
+                    vec![piece(v, c.vocab_size)]
+                } else {
+                    ranges
+                        .iter()
+                        .map(|&(r0, r1)| piece(v[r0 * hid..r1 * hid].to_vec(), r1 - r0))
+                        .collect()
+                })
+            }
         })
+    };
+    // On a GPU the lookups stay on the host blocks and the output head is
+    // the quantised device copy.
+    let head = |m: &VocabMatrix| match (m, budget) {
+        (VocabMatrix::Quant(q), Some(b)) if on_gpu && DeviceQuant::supports(q.ty()) => {
+            VocabMatrix::Head(Linear::Device(Arc::new(DeviceQuant::new(q, dev, b))))
+        }
+        _ => m.clone(),
     };
     let embed = matrix("token_embd.weight")?;
     let lm_head = if c.tie_word_embeddings {
-        embed.clone()
+        head(&embed)
     } else {
-        matrix("output.weight")?
+        head(&matrix("output.weight")?)
     };
     src.release();
     let mut inv_freq = c.inv_freq();
@@ -229,7 +274,7 @@ pub(crate) fn build(
 fn fused_step(m: &Llama) -> Result<Option<FusedModel>> {
     let quant = |l: &Linear| match l {
         Linear::Quant(q) => Some(q.clone()),
-        Linear::Dense(_) => None,
+        _ => None,
     };
     let host = |t: &Tensor<2>| -> Result<Vec<f32>> {
         t.clone()
@@ -305,6 +350,19 @@ impl Rows {
             }
         }
     }
+}
+
+/// `rows` split into consecutive ranges of at most `budget` bytes each
+/// (`row_bytes` per row); one range when there is no budget.
+fn row_ranges(
+    rows: usize,
+    row_bytes: usize,
+    budget: Option<usize>,
+) -> impl Iterator<Item = (usize, usize)> {
+    let per = budget
+        .map_or(rows, |b| (b / row_bytes.max(1)).max(1))
+        .max(1);
+    (0..rows.div_ceil(per)).map(move |i| (i * per, ((i + 1) * per).min(rows)))
 }
 
 fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {

@@ -3,6 +3,7 @@
 
 mod config;
 mod cpu;
+mod gpu;
 mod load;
 mod model;
 mod qmatmul;

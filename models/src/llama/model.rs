@@ -6,6 +6,7 @@
 
 use super::config::LlamaConfig;
 use super::cpu::{FusedCache, FusedModel};
+use super::gpu::DeviceQuant;
 use super::qmatmul::QMatrix;
 use crate::error::{ModelError, Result};
 use burn::prelude::*;
@@ -22,6 +23,11 @@ pub(crate) enum Linear {
     Dense(Tensor<2>),
     /// ggml blocks in host memory, `[out, in]` (CPU backend).
     Quant(Arc<QMatrix>),
+    /// ggml blocks as burn quantised tensors on a GPU, `[out, in]`.
+    Device(Arc<DeviceQuant>),
+    /// Output features cut into pieces that each fit one device buffer;
+    /// the results are joined in order.
+    Pieces(Vec<Linear>),
 }
 
 impl Linear {
@@ -36,6 +42,10 @@ impl Linear {
                     .try_into_vec::<f32>()
                     .expect("activations are f32");
                 Tensor::from_data(TensorData::new(q.matmul(&v, n), [n, q.rows()]), &dev)
+            }
+            Linear::Device(q) => q.forward(x),
+            Linear::Pieces(parts) => {
+                Tensor::cat(parts.iter().map(|p| p.forward(x.clone())).collect(), 1)
             }
         }
     }
@@ -86,10 +96,15 @@ pub struct Llama {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub(crate) enum VocabMatrix {
-    /// f32 on the device.
-    Dense(Tensor<2>),
+    /// f32 on the device, as row pieces that each fit one device buffer
+    /// (one piece unless the matrix is larger than the adapter allows).
+    Dense(Vec<Tensor<2>>),
     /// ggml blocks in host memory; embedding rows are dequantised on lookup.
+    /// On a GPU this is the embedding's form too, as in llama.cpp: a lookup
+    /// reads a few rows, not worth a copy of the table in device memory.
     Quant(Arc<QMatrix>),
+    /// An output projection only (no lookups): the quantised GPU head.
+    Head(Linear),
 }
 
 /// Per-layer key/value history for one sequence.
@@ -103,7 +118,9 @@ pub struct KvCache {
 /// Which step a cache belongs to.
 #[derive(Debug, Clone)]
 enum CacheKind {
-    /// The burn graph's: tensors that grow by one position per token.
+    /// The burn graph's: per layer, key and value buffers `[kv_heads,
+    /// room, head_dim]` written in place; the room doubles when full (up to
+    /// the capacity), so a token never copies the whole history.
     Graph(Vec<Option<(Tensor<3>, Tensor<3>)>>),
     /// The fused CPU step's: preallocated f16, written in place.
     Fused(FusedCache),
@@ -143,23 +160,13 @@ impl KvCache {
         if n == 0 {
             return self.clear();
         }
-        if let CacheKind::Graph(layers) = &mut self.kind {
-            for (k, v) in layers.iter_mut().flatten() {
-                // [kv_heads, positions, head_dim]
-                *k = k.clone().narrow(1, 0, n);
-                *v = v.clone().narrow(1, 0, n);
-            }
-        }
-        // The fused cache is written in place at `len`: positions past `n`
-        // are overwritten before they are read again.
+        // Both caches are written in place at `len`: positions past `n` are
+        // overwritten before they are read again.
         self.len = n;
     }
 
-    /// Forget everything (start a new sequence).
+    /// Forget everything (start a new sequence). The buffers are kept for it.
     pub fn clear(&mut self) {
-        if let CacheKind::Graph(layers) = &mut self.kind {
-            layers.iter_mut().for_each(|l| *l = None);
-        }
         self.len = 0;
     }
 }
@@ -232,15 +239,45 @@ impl Llama {
             )));
         }
         let dev = &self.device;
+        let ids = |v: Vec<i32>| {
+            let n = v.len();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [n]), dev)
+        };
         Ok(match &self.embed {
-            VocabMatrix::Dense(e) => {
-                let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), dev);
-                e.clone().select(0, ids)
+            VocabMatrix::Dense(pieces) if pieces.len() == 1 => pieces[0]
+                .clone()
+                .select(0, ids(tokens.iter().map(|&t| t as i32).collect())),
+            VocabMatrix::Dense(pieces) => {
+                // Rows from each piece in one select, then one more select
+                // puts them back in token order.
+                let per = pieces[0].dims()[0];
+                let (mut parts, mut order) = (Vec::new(), Vec::with_capacity(seq));
+                for (p, piece) in pieces.iter().enumerate() {
+                    let (at, local): (Vec<usize>, Vec<i32>) = tokens
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &t)| t as usize / per == p)
+                        .map(|(i, &t)| (i, (t as usize - p * per) as i32))
+                        .unzip();
+                    if !at.is_empty() {
+                        order.extend(at);
+                        parts.push(piece.clone().select(0, ids(local)));
+                    }
+                }
+                let mut back = vec![0i32; seq];
+                for (k, &i) in order.iter().enumerate() {
+                    back[i] = k as i32;
+                }
+                Tensor::cat(parts, 0).select(0, ids(back))
             }
             VocabMatrix::Quant(q) => {
                 let rows = q.dequantize_rows(tokens);
                 Tensor::from_data(TensorData::new(rows, [seq, self.config.hidden_size]), dev)
+            }
+            VocabMatrix::Head(_) => {
+                return Err(ModelError::Backend(
+                    "internal: the embedding was built as an output head only".into(),
+                ));
             }
         })
     }
@@ -294,9 +331,14 @@ impl Llama {
         let (cos, sin) = self.rope_tables(start, seq);
         let mask = (seq > 1).then(|| causal_mask(start, seq, dev));
 
+        let at = Positions {
+            start,
+            capacity: cache.capacity,
+            mask,
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(x.clone(), &layer.attn_norm, self.config.rms_norm_eps);
-            let a = self.attention(layer, h, &cos, &sin, mask.clone(), &mut layers[i]);
+            let a = self.attention(layer, h, &cos, &sin, &at, &mut layers[i]);
             x = x + a;
             let h = rms_norm(x.clone(), &layer.ffn_norm, self.config.rms_norm_eps);
             let inter = self.config.intermediate_size;
@@ -313,8 +355,20 @@ impl Llama {
         let x = rms_norm(x, &self.norm, self.config.rms_norm_eps);
         Ok(match &self.lm_head {
             // [vocab, hidden] · [hidden, n] → [vocab, n] → [n, vocab]
-            VocabMatrix::Dense(w) => w.clone().matmul(x.transpose()).transpose(),
+            VocabMatrix::Dense(pieces) => {
+                let xt = x.transpose();
+                let mut outs: Vec<Tensor<2>> = pieces
+                    .iter()
+                    .map(|w| w.clone().matmul(xt.clone()).transpose())
+                    .collect();
+                if outs.len() == 1 {
+                    outs.pop().expect("one piece")
+                } else {
+                    Tensor::cat(outs, 1)
+                }
+            }
             VocabMatrix::Quant(q) => Linear::Quant(q.clone()).forward(x),
+            VocabMatrix::Head(l) => l.forward(x),
         })
     }
 
@@ -356,7 +410,7 @@ impl Llama {
         x: Tensor<2>,
         cos: &Tensor<3>,
         sin: &Tensor<3>,
-        mask: Option<Tensor<3>>,
+        at: &Positions,
         cache: &mut Option<(Tensor<3>, Tensor<3>)>,
     ) -> Tensor<2> {
         let c = &self.config;
@@ -378,35 +432,59 @@ impl Llama {
         let k = r16(rope(split(qd, kvd, kvh), cos, sin));
         let v = r16(split(qd + kvd, kvd, kvh));
 
-        let (k, v) = match cache.take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 1), Tensor::cat(vec![pv, v], 1)),
-            None => (k, v),
+        let (start, total) = (at.start, at.start + seq);
+        let (kb, vb) = match cache.take() {
+            Some(kv) if kv.0.dims()[1] >= total => kv,
+            old => {
+                let room = old.as_ref().map_or(0, |(k, _)| k.dims()[1]);
+                let size = (room * 2).max(64).min(at.capacity).max(total);
+                let grow = |old: Option<Tensor<3>>| {
+                    let fresh = Tensor::<3>::zeros([kvh, size, hd], &self.device);
+                    match old {
+                        Some(o) if start > 0 => {
+                            fresh.slice_assign([0..kvh, 0..start, 0..hd], o.narrow(1, 0, start))
+                        }
+                        _ => fresh,
+                    }
+                };
+                let (ok, ov) = old.unzip();
+                (grow(ok), grow(ov))
+            }
         };
-        *cache = Some((k.clone(), v.clone()));
-        let total = k.dims()[1];
+        let kb = kb.slice_assign([0..kvh, start..total, 0..hd], k);
+        let vb = vb.slice_assign([0..kvh, start..total, 0..hd], v);
+        *cache = Some((kb.clone(), vb.clone()));
+        let (k, v) = (kb.narrow(1, 0, total), vb.narrow(1, 0, total));
 
-        // Grouped-query attention: each key/value head serves h/kvh query heads.
+        // Grouped-query attention without repeating K/V: query heads
+        // g·rep..(g+1)·rep share key/value head g, so they are stacked as
+        // one `[rep·seq]` block of rows against that head.
         let rep = h / kvh;
-        let (k, v) = if rep == 1 {
-            (k, v)
-        } else {
-            let expand = |t: Tensor<3>| {
-                t.unsqueeze_dim::<4>(1)
-                    .expand([kvh, rep, total, hd])
-                    .reshape([h, total, hd])
-            };
-            (expand(k), expand(v))
-        };
-
+        let q = q.reshape([kvh, rep * seq, hd]);
         let scale = (hd as f64).powf(-0.5);
         let mut scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale);
-        if let Some(m) = mask {
-            scores = scores + m;
+        if let Some(m) = at.mask.clone() {
+            scores = (scores.reshape([kvh, rep, seq, total]) + m.unsqueeze_dim::<4>(0)).reshape([
+                kvh,
+                rep * seq,
+                total,
+            ]);
         }
         let p = r16(softmax(scores, 2));
-        let out = p.matmul(v).swap_dims(0, 1).reshape([seq, h * hd]);
+        let out = p
+            .matmul(v)
+            .reshape([h, seq, hd])
+            .swap_dims(0, 1)
+            .reshape([seq, h * hd]);
         l.wo.forward(out)
     }
+}
+
+/// Where a forward pass writes in the cache, and its causal mask.
+struct Positions {
+    start: usize,
+    capacity: usize,
+    mask: Option<Tensor<3>>,
 }
 
 /// RMSNorm with weight `[1, hidden]`, computed in f32 as transformers does.

@@ -92,6 +92,16 @@ impl QMatrix {
         self.cols
     }
 
+    /// The block type.
+    pub(crate) fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// The raw blocks, row after row.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Bytes per row of blocks.
     fn row_bytes(&self) -> usize {
         self.cols / 32 * self.ty.block_layout().1

@@ -11,6 +11,7 @@ use crate::error::{ModelError, Result};
 use crate::weights::{Source, want_tensor};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use burn::tensor::{DType, FloatDType};
 
 /// Tiles run through the encoder together.
 const TILES_PER_BATCH: usize = 2;
@@ -33,6 +34,11 @@ struct Layer {
 
 /// SigLIP + pixel-shuffle connector on one device. Weights are `[in, out]`
 /// (burn's convention), so a projection is `x·W + b`.
+///
+/// On a GPU the weight matrices are kept in f16 (what SmolVLM's files hold,
+/// so nothing is lost) and widened to f32 where they are used: half the
+/// device memory, the same numbers. On the CPU they stay f32, where
+/// widening per use would cost time on every tile.
 #[derive(Debug, Clone)]
 pub struct VisionTower {
     config: VisionConfig,
@@ -60,8 +66,13 @@ impl VisionTower {
             Tensor::<2>::from_data(TensorData::new(v, [1, len]), dev)
         };
         // `[out, in]` rows (PyTorch) → `[in, out]`.
+        let dtype = if *dev == Device::flex() {
+            DType::F32
+        } else {
+            DType::F16
+        };
         let linear = |w: Vec<f32>, out: usize, inp: usize| {
-            Tensor::<2>::from_data(TensorData::new(w, [out, inp]), dev).transpose()
+            Tensor::<2>::from_data(TensorData::new(w, [out, inp]), (dev, dtype)).transpose()
         };
         let norm = |prefix: &str| -> Result<(Tensor<2>, Tensor<2>)> {
             Ok((
@@ -147,7 +158,7 @@ impl VisionTower {
             .reshape([tiles, gg, s, gg, s, d])
             .permute([0, 1, 3, 2, 4, 5])
             .reshape([tiles * gg * gg, s * s * d]);
-        x.matmul(self.proj.clone())
+        x.matmul(wide(&self.proj))
     }
 
     fn tile_count(&self, pixels: &[f32]) -> Result<usize> {
@@ -170,14 +181,14 @@ impl VisionTower {
         let hd = d / h;
         let n = c.grid() * c.grid();
         let patches = self.patches(pixels, first, count);
-        let mut x = patches.matmul(self.patch_w.clone()) + self.patch_b.clone();
+        let mut x = patches.matmul(wide(&self.patch_w)) + self.patch_b.clone();
         x = (x.reshape([count, n, d]) + self.pos.clone().unsqueeze_dim::<3>(0))
             .reshape([count * n, d]);
         let eps = c.layer_norm_eps;
         let scale = (hd as f64).powf(-0.5);
         for l in &self.layers {
             let y = layer_norm(x.clone(), &l.ln1, eps);
-            let qkv = y.matmul(l.wqkv.clone()) + l.bqkv.clone();
+            let qkv = y.matmul(wide(&l.wqkv)) + l.bqkv.clone();
             let heads = |i: usize| {
                 qkv.clone()
                     .narrow(1, i * d, d)
@@ -187,10 +198,10 @@ impl VisionTower {
             let (q, k, v) = (heads(0), heads(1), heads(2));
             let att = softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3);
             let o = att.matmul(v).swap_dims(1, 2).reshape([count * n, d]);
-            x = x + o.matmul(l.wo.clone()) + l.bo.clone();
+            x = x + o.matmul(wide(&l.wo)) + l.bo.clone();
             let y = layer_norm(x.clone(), &l.ln2, eps);
-            let y = gelu_tanh(y.matmul(l.fc1.clone()) + l.b1.clone());
-            x = x + y.matmul(l.fc2.clone()) + l.b2.clone();
+            let y = gelu_tanh(y.matmul(wide(&l.fc1)) + l.b1.clone());
+            x = x + y.matmul(wide(&l.fc2)) + l.b2.clone();
         }
         layer_norm(x, &self.post_ln, eps).reshape([count, n, d])
     }
@@ -217,6 +228,15 @@ impl VisionTower {
             }
         }
         Tensor::from_data(TensorData::new(out, [count * g * g, k]), &self.device)
+    }
+}
+
+/// A weight as f32 for a product with f32 activations (f16 on a GPU).
+fn wide(w: &Tensor<2>) -> Tensor<2> {
+    if w.dtype() == DType::F32 {
+        w.clone()
+    } else {
+        w.clone().cast(FloatDType::F32)
     }
 }
 

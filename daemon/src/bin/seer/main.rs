@@ -300,7 +300,44 @@ fn devices(config: Option<&std::path::Path>) -> Result<(), Failure> {
         Err(e) => println!("    {e}"),
     }
     print_cameras(config);
+    print_gpus();
     Ok(())
+}
+
+/// GPU adapters wgpu can see, with the limits that decide how models are
+/// cut into buffers, and which one `[model] backend = "auto"` would take.
+fn print_gpus() {
+    use seer_models::device::wgpu_adapters;
+    let adapters = wgpu_adapters();
+    println!("GPU adapters ([model] backend):");
+    if adapters.is_empty() {
+        println!("    none (install a Vulkan driver: libvulkan1 and mesa-vulkan-drivers)");
+    }
+    let mib = |b: u64| b >> 20;
+    for a in &adapters {
+        println!(
+            "    {} ({}, {}){}",
+            a.name,
+            a.backend,
+            a.device_type,
+            if a.is_hardware {
+                ""
+            } else {
+                " software: `auto` skips it, `wgpu` uses it"
+            }
+        );
+        println!(
+            "        max buffer {} MiB, max binding {} MiB",
+            mib(a.max_buffer),
+            mib(a.max_binding)
+        );
+    }
+    let auto = if adapters.iter().any(|a| a.is_hardware) {
+        "wgpu"
+    } else {
+        "cpu"
+    };
+    println!("    backend = \"auto\" runs on: {auto}");
 }
 
 /// `seer status`: the daemon's status event, pretty-printed.
