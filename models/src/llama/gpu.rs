@@ -202,12 +202,8 @@ impl DeviceQuant {
 
     /// `x·Wᵀ` for activations `[n, cols]`: `[n, rows]`.
     pub(crate) fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let (x, sums) = quantize_activations(x);
-        let sums = self
-            .pieces
-            .iter()
-            .any(|p| p.offsets.is_some())
-            .then_some(sums);
+        let offsets = self.pieces.iter().any(|p| p.offsets.is_some());
+        let (x, sums) = quantize_activations(x, offsets);
         let mut outs: Vec<Tensor<2>> = self
             .pieces
             .iter()
@@ -231,8 +227,9 @@ impl DeviceQuant {
 /// `d = max|x| / 127`, `q = round(x · (1/d))` (ties to even, as ggml's SIMD
 /// paths), and the value `q·d` with `d` rounded to f16 as ggml stores it.
 /// Also, per block, `[d·Σq rounded to f16 (Q8_1's sum) | Σ of the values]`,
-/// `[n, 2·k/32]`: what a `_1` weight's two offset halves multiply.
-fn quantize_activations(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+/// `[n, 2·k/32]`: what a `_1` weight's two offset halves multiply (only
+/// computed when `with_sums`; `_0` weights need none).
+fn quantize_activations(x: Tensor<2>, with_sums: bool) -> (Tensor<2>, Option<Tensor<2>>) {
     use burn::tensor::FloatDType;
     let [n, k] = x.dims();
     let f16 = |t: Tensor<3>| t.cast(FloatDType::F16).cast(FloatDType::F32);
@@ -246,10 +243,11 @@ fn quantize_activations(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         .recip()
         .mask_fill(zero, 0.0);
     let q = (blocks * id).round();
-    let qsum = q.clone().sum_dim(2);
     let d16 = f16(d.clone());
-    let sums =
-        Tensor::cat(vec![f16(qsum.clone() * d), qsum * d16.clone()], 1).reshape([n, 2 * k / BLOCK]);
+    let sums = with_sums.then(|| {
+        let qsum = q.clone().sum_dim(2);
+        Tensor::cat(vec![f16(qsum.clone() * d), qsum * d16.clone()], 1).reshape([n, 2 * k / BLOCK])
+    });
     ((q * d16).reshape([n, k]), sums)
 }
 
