@@ -32,6 +32,7 @@ pub mod error;
 pub mod fuzz;
 pub mod generate;
 pub mod gguf;
+mod host;
 pub mod llama;
 pub mod piper;
 pub mod speech;

@@ -242,11 +242,17 @@ impl Transcriber {
                 text,
             });
         }
-        let text = segments
+        let mut text = segments
             .iter()
             .map(|s| s.text.as_str())
             .collect::<Vec<_>>()
             .join(" ");
+        if let Some(once) = cut_loop(&text) {
+            tracing::debug!(heard = %text, kept = once, "whisper repeated itself; kept the first time");
+            let once = once.to_owned();
+            keep_within(&mut segments, once.len());
+            text = once;
+        }
         Ok(Transcript {
             text,
             segments,
@@ -255,6 +261,55 @@ impl Transcriber {
             audio_ctx,
         })
     }
+}
+
+/// Whisper's small models sometimes write the utterance two or three times
+/// ("Hey Seer, what is the capital of Germany? Hey Seer, what is the capital
+/// of Germany? Hey Seer, …"), a decoder loop the temperature fallback is too
+/// slow to use on every hands-free question. A question is not said twice
+/// in a row, so when the whole text is one phrase of at least three words
+/// repeated (the last time possibly cut short), this returns the phrase
+/// once. Words compare without case and punctuation; the smallest such
+/// phrase wins.
+pub fn cut_loop(text: &str) -> Option<&str> {
+    let words: Vec<(usize, String)> = text
+        .split_whitespace()
+        .map(|w| {
+            let end = w.as_ptr() as usize - text.as_ptr() as usize + w.len();
+            let norm: String = w
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect();
+            (end, norm)
+        })
+        .collect();
+    let n = words.len();
+    (3..=n / 2)
+        .find(|&p| (p..n).all(|i| words[i].1 == words[i % p].1))
+        .map(|p| &text[..words[p - 1].0])
+}
+
+/// Drops the segments (and the part of a segment) past byte `len` of their
+/// space-joined text.
+fn keep_within(segments: &mut Vec<Segment>, len: usize) {
+    let mut at = 0;
+    segments.retain_mut(|s| {
+        if at >= len {
+            return false;
+        }
+        let room = len - at;
+        if s.text.len() > room {
+            let mut cut = room;
+            while !s.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.text.truncate(cut);
+            s.text.truncate(s.text.trim_end().len());
+        }
+        at += s.text.len() + 1;
+        true
+    });
 }
 
 /// The encoder window for `n` samples: the audio's frames plus a margin,
@@ -413,5 +468,51 @@ impl Walk<'_> {
             })?;
         self.pos += n;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_utterance_is_kept_once() {
+        let q = "Hey Seer, what is the capital of Germany?";
+        assert_eq!(cut_loop(&format!("{q} {q}")), Some(q));
+        assert_eq!(cut_loop(&format!("{q} {q} Hey Seer, what is")), Some(q));
+        assert_eq!(
+            cut_loop("what is this what is this? What is this"),
+            Some("what is this")
+        );
+        // Not loops: one sentence; short repeats; a phrase said once more
+        // with other words after it; a partial echo.
+        assert_eq!(cut_loop(q), None);
+        assert_eq!(cut_loop("no no no no"), None);
+        assert_eq!(cut_loop("look at this, look at this one"), None);
+        assert_eq!(cut_loop("what is the time what is"), None);
+        assert_eq!(cut_loop(""), None);
+    }
+
+    #[test]
+    fn segments_past_the_cut_are_dropped() {
+        let seg = |t: &str| Segment {
+            start_ms: 0,
+            end_ms: 0,
+            text: t.to_owned(),
+        };
+        let mut s = vec![
+            seg("What is that?"),
+            seg("What is that? What"),
+            seg("is that?"),
+        ];
+        keep_within(&mut s, "What is that?".len());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].text, "What is that?");
+        let mut s = vec![seg("Hi there, hi there,"), seg("hi there")];
+        keep_within(&mut s, "Hi there,".len());
+        assert_eq!(
+            s.iter().map(|s| s.text.as_str()).collect::<Vec<_>>(),
+            ["Hi there,"]
+        );
     }
 }

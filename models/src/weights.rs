@@ -29,6 +29,11 @@ pub(crate) trait Source {
     fn blocks(&self, _gguf_name: &str) -> Option<(GgmlType, &[u8])> {
         None
     }
+    /// The tensor's shape (outermost first, as [`want_tensor`] checks it)
+    /// without reading it; `None` where the file does not say cheaply.
+    fn shape(&self, _gguf_name: &str) -> Option<Vec<usize>> {
+        None
+    }
     /// Whether this is a llama.cpp conversion: its converter stores the q/k
     /// rows of `llama`-architecture models in interleaved-pair order.
     fn is_llama_cpp(&self) -> bool;
@@ -67,6 +72,10 @@ impl Source for GgufFile {
             return None;
         }
         self.tensor_bytes(name).ok().map(|b| (info.ty, b))
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensor(name).map(|info| info.shape())
     }
 }
 

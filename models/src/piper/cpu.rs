@@ -14,6 +14,7 @@
 //! Used only on the CPU device; burn's graph stays the reference
 //! (`SEER_FUSED_CPU=0`) and runs on wgpu.
 
+use crate::host::{SendPtr, parallelism};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
@@ -213,20 +214,6 @@ impl CpuConv {
 /// while the GEMM runs over it).
 const TILE_FLOATS: usize = 64 << 10;
 
-/// The output pointer shared by tiles that write disjoint columns.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for writes to disjoint column ranges, one tile each.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// A transposed convolution (HiFi-GAN's upsampling) as per-tap GEMMs: tap
 /// `k`'s `[C_out, C_in]` product with the whole input lands on every
 /// `stride`-th output column from `k - pad` on (a strided destination, which
@@ -331,13 +318,6 @@ impl CpuConvT {
 
 /// The GEMM's threads: rayon's pool (which `set_cpu_threads` sizes) when
 /// it has more than one.
-fn parallelism() -> Parallelism {
-    if rayon::current_num_threads() > 1 {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@
 //! - [`preprocess`] is SmolVLM's image processor (resize, tiles, normalise,
 //!   prompt expansion), bit-exact with transformers' PIL path.
 //! - [`siglip`] is the vision tower and connector, written once against burn's
-//!   run-time device like the decoder.
+//!   run-time device like the decoder, with a fused CPU form in `cpu`
+//!   (GEMMs over plain buffers, blockwise attention, f16 weights).
 //! - [`Vision`] ties them together: it turns a photo and a rendered prompt
 //!   into the decoder's input embeddings, with the image features in place of
 //!   the `<image>` tokens.
@@ -13,6 +14,7 @@
 //! `models/tests/vision.rs` hold this code to transformers' numbers.
 
 mod config;
+mod cpu;
 pub mod preprocess;
 mod siglip;
 

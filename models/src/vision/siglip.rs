@@ -2,16 +2,23 @@
 //! transformers' `modeling_idefics3.py` (and `docs/vision-fixtures.md`,
 //! sections 5 and 6).
 //!
-//! Tiles are encoded a few at a time: attention over 1024 patches is a
-//! `[heads, 1024, 1024]` matrix per tile, and a 4×4-tiled photo has 17 tiles,
-//! so batching them all would need close to a gigabyte on a small board.
+//! Two implementations of the same arithmetic: burn's graph, on any device
+//! (wgpu runs it), and on the CPU the fused form in [`super::cpu`]
+//! (`SEER_FUSED_CPU=0` keeps the graph there too, to compare them).
+//!
+//! Tiles are encoded a few at a time: in the graph, attention over 1024
+//! patches is a `[heads, 1024, 1024]` matrix per tile, and a 4×4-tiled photo
+//! has 17 tiles, so batching them all would need close to a gigabyte on a
+//! small board.
 
 use super::config::VisionConfig;
+use super::cpu::{self, Mat};
 use crate::error::{ModelError, Result};
 use crate::weights::{Source, want_tensor};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, FloatDType};
+use std::sync::Arc;
 
 /// Tiles run through the encoder together.
 const TILES_PER_BATCH: usize = 2;
@@ -32,17 +39,43 @@ struct Layer {
     b2: Tensor<2>,
 }
 
-/// SigLIP + pixel-shuffle connector on one device. Weights are `[in, out]`
-/// (burn's convention), so a projection is `x·W + b`.
-///
-/// On a GPU the weight matrices are kept in f16 (what SmolVLM's files hold,
-/// so nothing is lost) and widened to f32 where they are used: half the
-/// device memory, the same numbers. On the CPU they stay f32, where
-/// widening per use would cost time on every tile.
+/// One encoder layer's weights as the file has them (f32, `[out, in]`).
+struct RawLayer {
+    ln1: (Vec<f32>, Vec<f32>),
+    /// q, k, v rows stacked `[3D, D]`, and their biases.
+    qkv_w: Vec<f32>,
+    qkv_b: Vec<f32>,
+    wo: Vec<f32>,
+    bo: Vec<f32>,
+    ln2: (Vec<f32>, Vec<f32>),
+    fc1: Vec<f32>,
+    b1: Vec<f32>,
+    fc2: Vec<f32>,
+    b2: Vec<f32>,
+}
+
+/// SigLIP + pixel-shuffle connector on one device.
 #[derive(Debug, Clone)]
 pub struct VisionTower {
     config: VisionConfig,
     device: Device,
+    imp: Imp,
+}
+
+#[derive(Debug, Clone)]
+enum Imp {
+    Graph(Graph),
+    Cpu(Arc<cpu::Tower>),
+}
+
+/// The tower as burn tensors. Weights are `[in, out]` (burn's convention),
+/// so a projection is `x·W + b`.
+///
+/// On a GPU the weight matrices are kept in f16 (what SmolVLM's files hold,
+/// so nothing is lost) and widened to f32 where they are used: half the
+/// device memory, the same numbers.
+#[derive(Debug, Clone)]
+struct Graph {
     /// The patch convolution as a matrix `[3·P·P, D]` over (c, ky, kx) patches.
     patch_w: Tensor<2>,
     patch_b: Tensor<2>,
@@ -61,64 +94,153 @@ impl VisionTower {
         let want = |name: &str, shape: &[usize]| want_tensor(src, name, shape, "vision model");
         let (d, p, i) = (c.hidden_size, c.patch_size, c.intermediate_size);
         let n = c.grid() * c.grid();
-        let row = |v: Vec<f32>| {
-            let len = v.len();
-            Tensor::<2>::from_data(TensorData::new(v, [1, len]), dev)
-        };
-        // `[out, in]` rows (PyTorch) → `[in, out]`.
-        let dtype = if *dev == Device::flex() {
-            DType::F32
-        } else {
-            DType::F16
-        };
-        let linear = |w: Vec<f32>, out: usize, inp: usize| {
-            Tensor::<2>::from_data(TensorData::new(w, [out, inp]), (dev, dtype)).transpose()
-        };
-        let norm = |prefix: &str| -> Result<(Tensor<2>, Tensor<2>)> {
+        let s2 = c.scale_factor * c.scale_factor;
+        let norm = |prefix: &str| -> Result<(Vec<f32>, Vec<f32>)> {
             Ok((
-                row(want(&format!("{prefix}.weight"), &[d])?),
-                row(want(&format!("{prefix}.bias"), &[d])?),
+                want(&format!("{prefix}.weight"), &[d])?,
+                want(&format!("{prefix}.bias"), &[d])?,
             ))
         };
-        let mut layers = Vec::with_capacity(c.num_layers);
-        for l in 0..c.num_layers {
+        let read_layer = |l: usize| -> Result<RawLayer> {
             let name = |s: &str| format!("v.blk.{l}.{s}");
             let (mut qkv_w, mut qkv_b) = (Vec::new(), Vec::new());
             for part in ["attn_q", "attn_k", "attn_v"] {
                 qkv_w.extend(want(&name(&format!("{part}.weight")), &[d, d])?);
                 qkv_b.extend(want(&name(&format!("{part}.bias")), &[d])?);
             }
-            layers.push(Layer {
+            Ok(RawLayer {
                 ln1: norm(&name("ln1"))?,
-                wqkv: linear(qkv_w, 3 * d, d),
-                bqkv: row(qkv_b),
-                wo: linear(want(&name("attn_out.weight"), &[d, d])?, d, d),
-                bo: row(want(&name("attn_out.bias"), &[d])?),
+                qkv_w,
+                qkv_b,
+                wo: want(&name("attn_out.weight"), &[d, d])?,
+                bo: want(&name("attn_out.bias"), &[d])?,
                 ln2: norm(&name("ln2"))?,
-                fc1: linear(want(&name("ffn_up.weight"), &[i, d])?, i, d),
-                b1: row(want(&name("ffn_up.bias"), &[i])?),
-                fc2: linear(want(&name("ffn_down.weight"), &[d, i])?, d, i),
-                b2: row(want(&name("ffn_down.bias"), &[d])?),
-            });
-            src.release();
-        }
-        let s2 = c.scale_factor * c.scale_factor;
+                fc1: want(&name("ffn_up.weight"), &[i, d])?,
+                b1: want(&name("ffn_up.bias"), &[i])?,
+                fc2: want(&name("ffn_down.weight"), &[d, i])?,
+                b2: want(&name("ffn_down.bias"), &[d])?,
+            })
+        };
+        let patch_w = want("v.patch_embd.weight", &[d, 3, p, p])?;
+        let patch_b = want("v.patch_embd.bias", &[d])?;
+        let pos = want("v.position_embd.weight", &[n, d])?;
+        let fused_off = std::env::var_os("SEER_FUSED_CPU").is_some_and(|v| v == "0");
+        let imp = if *dev == Device::flex() && !fused_off {
+            // A projection's `[out, in]` rows from one or more stacked
+            // tensors: the file's f16 values or ggml blocks as they are,
+            // else floats (kept in f16 where that is exact).
+            let mat = |names: &[String], part_out: usize, inp: usize| -> Result<Mat> {
+                let total = part_out * names.len();
+                let mut ty = None;
+                let mut data = Vec::new();
+                for n in names {
+                    match (src.shape(n), src.blocks(n)) {
+                        (Some(shape), Some((t, b)))
+                            if shape == [part_out, inp] && ty.is_none_or(|ty| ty == t) =>
+                        {
+                            ty = Some(t);
+                            data.extend_from_slice(b);
+                        }
+                        _ => {
+                            ty = None;
+                            break;
+                        }
+                    }
+                }
+                if let Some(m) = ty.and_then(|t| Mat::from_blocks(t, data, total, inp)) {
+                    return Ok(m);
+                }
+                let mut w = Vec::with_capacity(total * inp);
+                for n in names {
+                    w.extend(want(n, &[part_out, inp])?);
+                }
+                Ok(Mat::new(w, total, inp))
+            };
+            let mut layers = Vec::with_capacity(c.num_layers);
+            for l in 0..c.num_layers {
+                let name = |s: &str| format!("v.blk.{l}.{s}");
+                let parts = ["attn_q", "attn_k", "attn_v"];
+                let mut bqkv = Vec::with_capacity(3 * d);
+                for part in parts {
+                    bqkv.extend(want(&name(&format!("{part}.bias")), &[d])?);
+                }
+                let qkv = parts.map(|part| name(&format!("{part}.weight")));
+                layers.push(cpu::Layer {
+                    ln1: norm(&name("ln1"))?,
+                    qkv: mat(&qkv, d, d)?,
+                    bqkv,
+                    wo: mat(&[name("attn_out.weight")], d, d)?,
+                    bo: want(&name("attn_out.bias"), &[d])?,
+                    ln2: norm(&name("ln2"))?,
+                    fc1: mat(&[name("ffn_up.weight")], i, d)?,
+                    b1: want(&name("ffn_up.bias"), &[i])?,
+                    fc2: mat(&[name("ffn_down.weight")], d, i)?,
+                    b2: want(&name("ffn_down.bias"), &[d])?,
+                });
+                src.release();
+            }
+            Imp::Cpu(Arc::new(cpu::Tower {
+                config: c.clone(),
+                patch: Mat::new(patch_w, d, 3 * p * p),
+                patch_b,
+                pos,
+                layers,
+                post_ln: norm("v.post_ln")?,
+                proj: mat(
+                    &["mm.model.fc.weight".to_owned()],
+                    c.text_hidden_size,
+                    d * s2,
+                )?,
+            }))
+        } else {
+            let row = |v: Vec<f32>| {
+                let len = v.len();
+                Tensor::<2>::from_data(TensorData::new(v, [1, len]), dev)
+            };
+            let dtype = if *dev == Device::flex() {
+                DType::F32
+            } else {
+                DType::F16
+            };
+            // `[out, in]` rows (PyTorch) → `[in, out]`.
+            let linear = |w: Vec<f32>, out: usize, inp: usize| {
+                Tensor::<2>::from_data(TensorData::new(w, [out, inp]), (dev, dtype)).transpose()
+            };
+            let norm_row = |(w, b): (Vec<f32>, Vec<f32>)| (row(w), row(b));
+            let mut layers = Vec::with_capacity(c.num_layers);
+            for l in 0..c.num_layers {
+                let r = read_layer(l)?;
+                layers.push(Layer {
+                    ln1: norm_row(r.ln1),
+                    wqkv: linear(r.qkv_w, 3 * d, d),
+                    bqkv: row(r.qkv_b),
+                    wo: linear(r.wo, d, d),
+                    bo: row(r.bo),
+                    ln2: norm_row(r.ln2),
+                    fc1: linear(r.fc1, i, d),
+                    b1: row(r.b1),
+                    fc2: linear(r.fc2, d, i),
+                    b2: row(r.b2),
+                });
+                src.release();
+            }
+            Imp::Graph(Graph {
+                patch_w: linear(patch_w, d, 3 * p * p),
+                patch_b: row(patch_b),
+                pos: Tensor::from_data(TensorData::new(pos, [n, d]), dev),
+                layers,
+                post_ln: norm_row(norm("v.post_ln")?),
+                proj: linear(
+                    want("mm.model.fc.weight", &[c.text_hidden_size, d * s2])?,
+                    c.text_hidden_size,
+                    d * s2,
+                ),
+            })
+        };
         Ok(Self {
             config: c.clone(),
             device: dev.clone(),
-            patch_w: linear(want("v.patch_embd.weight", &[d, 3, p, p])?, d, 3 * p * p),
-            patch_b: row(want("v.patch_embd.bias", &[d])?),
-            pos: Tensor::from_data(
-                TensorData::new(want("v.position_embd.weight", &[n, d])?, [n, d]),
-                dev,
-            ),
-            layers,
-            post_ln: norm("v.post_ln")?,
-            proj: linear(
-                want("mm.model.fc.weight", &[c.text_hidden_size, d * s2])?,
-                c.text_hidden_size,
-                d * s2,
-            ),
+            imp,
         })
     }
 
@@ -131,34 +253,68 @@ impl VisionTower {
     /// (`tiles × 3 × size × size`, normalised, CHW), in tile order.
     pub fn encode(&self, pixels: &[f32]) -> Result<Tensor<2>> {
         let tiles = self.tile_count(pixels)?;
-        let mut out = Vec::new();
-        for first in (0..tiles).step_by(TILES_PER_BATCH) {
-            let count = TILES_PER_BATCH.min(tiles - first);
-            let h = self.hidden_states(pixels, first, count);
-            out.push(self.connect(h));
+        let batches = (0..tiles).step_by(TILES_PER_BATCH);
+        match &self.imp {
+            Imp::Graph(g) => {
+                let mut out = Vec::new();
+                for first in batches {
+                    let count = TILES_PER_BATCH.min(tiles - first);
+                    let h = g.hidden_states(self, pixels, first, count);
+                    out.push(g.connect(&self.config, h));
+                }
+                Ok(Tensor::cat(out, 0))
+            }
+            Imp::Cpu(t) => {
+                let mut out = Vec::new();
+                for first in batches {
+                    let count = TILES_PER_BATCH.min(tiles - first);
+                    let h = t.hidden_states(&self.patches(pixels, first, count), count);
+                    out.extend(t.connect(&h, count));
+                }
+                let width = self.config.text_hidden_size;
+                let rows = out.len() / width;
+                Ok(Tensor::from_data(
+                    TensorData::new(out, [rows, width]),
+                    &self.device,
+                ))
+            }
         }
-        Ok(Tensor::cat(out, 0))
     }
 
     /// The tower's output (after `post_layernorm`) `[tiles, patches, D]` for
     /// all tiles at once; what the parity tests compare.
     pub fn last_hidden_state(&self, pixels: &[f32]) -> Result<Tensor<3>> {
         let tiles = self.tile_count(pixels)?;
-        Ok(self.hidden_states(pixels, 0, tiles))
+        Ok(match &self.imp {
+            Imp::Graph(g) => g.hidden_states(self, pixels, 0, tiles),
+            Imp::Cpu(t) => {
+                let h = t.hidden_states(&self.patches(pixels, 0, tiles), tiles);
+                let (n, d) = (
+                    h.len() / tiles / self.config.hidden_size,
+                    self.config.hidden_size,
+                );
+                Tensor::from_data(TensorData::new(h, [tiles, n, d]), &self.device)
+            }
+        })
     }
 
     /// Pixel shuffle and projection: `[tiles, patches, D]` → `[tiles · G², text hidden]`.
     pub fn connect(&self, h: Tensor<3>) -> Tensor<2> {
-        let c = &self.config;
-        let [tiles, _, d] = h.dims();
-        let (g, s) = (c.grid(), c.scale_factor);
-        let gg = g / s;
-        // Patch (R·s + i, C·s + j) → token (R, C), channel (i·s + j)·D + e.
-        let x = h
-            .reshape([tiles, gg, s, gg, s, d])
-            .permute([0, 1, 3, 2, 4, 5])
-            .reshape([tiles * gg * gg, s * s * d]);
-        x.matmul(wide(&self.proj))
+        match &self.imp {
+            Imp::Graph(g) => g.connect(&self.config, h),
+            Imp::Cpu(t) => {
+                let [tiles, _, _] = h.dims();
+                let h = h
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("converted to f32");
+                let out = t.connect(&h, tiles);
+                let width = self.config.text_hidden_size;
+                let rows = out.len() / width;
+                Tensor::from_data(TensorData::new(out, [rows, width]), &self.device)
+            }
+        }
     }
 
     fn tile_count(&self, pixels: &[f32]) -> Result<usize> {
@@ -174,13 +330,62 @@ impl VisionTower {
         Ok(pixels.len() / per)
     }
 
-    /// Tiles `first..first+count` through embedding, encoder and post-norm.
-    fn hidden_states(&self, pixels: &[f32], first: usize, count: usize) -> Tensor<3> {
+    /// im2col on the host: `[count · patches, 3·P·P]`, patch `py·g + px`,
+    /// values in (c, ky, kx) order to match the flattened conv weight.
+    fn patches(&self, pixels: &[f32], first: usize, count: usize) -> Vec<f32> {
         let c = &self.config;
+        let (m, p, g) = (c.image_size, c.patch_size, c.grid());
+        let per = 3 * m * m;
+        let k = 3 * p * p;
+        let mut out = Vec::with_capacity(count * g * g * k);
+        for t in first..first + count {
+            let tile = &pixels[t * per..(t + 1) * per];
+            for py in 0..g {
+                for px in 0..g {
+                    for ch in 0..3 {
+                        for ky in 0..p {
+                            let start = ch * m * m + (py * p + ky) * m + px * p;
+                            out.extend_from_slice(&tile[start..start + p]);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Graph {
+    /// Pixel shuffle and projection, as [`VisionTower::connect`].
+    fn connect(&self, c: &VisionConfig, h: Tensor<3>) -> Tensor<2> {
+        let [tiles, _, d] = h.dims();
+        let (g, s) = (c.grid(), c.scale_factor);
+        let gg = g / s;
+        // Patch (R·s + i, C·s + j) → token (R, C), channel (i·s + j)·D + e.
+        let x = h
+            .reshape([tiles, gg, s, gg, s, d])
+            .permute([0, 1, 3, 2, 4, 5])
+            .reshape([tiles * gg * gg, s * s * d]);
+        x.matmul(wide(&self.proj))
+    }
+
+    /// Tiles `first..first+count` through embedding, encoder and post-norm.
+    fn hidden_states(
+        &self,
+        tower: &VisionTower,
+        pixels: &[f32],
+        first: usize,
+        count: usize,
+    ) -> Tensor<3> {
+        let c = &tower.config;
         let (d, h) = (c.hidden_size, c.num_heads);
         let hd = d / h;
         let n = c.grid() * c.grid();
-        let patches = self.patches(pixels, first, count);
+        let k = 3 * c.patch_size * c.patch_size;
+        let patches = Tensor::<2>::from_data(
+            TensorData::new(tower.patches(pixels, first, count), [count * n, k]),
+            &tower.device,
+        );
         let mut x = patches.matmul(wide(&self.patch_w)) + self.patch_b.clone();
         x = (x.reshape([count, n, d]) + self.pos.clone().unsqueeze_dim::<3>(0))
             .reshape([count * n, d]);
@@ -204,30 +409,6 @@ impl VisionTower {
             x = x + y.matmul(wide(&l.fc2)) + l.b2.clone();
         }
         layer_norm(x, &self.post_ln, eps).reshape([count, n, d])
-    }
-
-    /// im2col on the host: `[count · patches, 3·P·P]`, patch `py·g + px`,
-    /// values in (c, ky, kx) order to match the flattened conv weight.
-    fn patches(&self, pixels: &[f32], first: usize, count: usize) -> Tensor<2> {
-        let c = &self.config;
-        let (m, p, g) = (c.image_size, c.patch_size, c.grid());
-        let per = 3 * m * m;
-        let k = 3 * p * p;
-        let mut out = Vec::with_capacity(count * g * g * k);
-        for t in first..first + count {
-            let tile = &pixels[t * per..(t + 1) * per];
-            for py in 0..g {
-                for px in 0..g {
-                    for ch in 0..3 {
-                        for ky in 0..p {
-                            let start = ch * m * m + (py * p + ky) * m + px * p;
-                            out.extend_from_slice(&tile[start..start + p]);
-                        }
-                    }
-                }
-            }
-        }
-        Tensor::from_data(TensorData::new(out, [count * g * g, k]), &self.device)
     }
 }
 
