@@ -6,6 +6,41 @@
 
 use gemm::Parallelism;
 
+/// Whether the AVX2 copies of the kernels can run: AVX2, FMA and F16C (the
+/// f16 scales), detected at run time (cached by std); `false` off x86-64,
+/// where the portable bodies run.
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Runs `f` inside a function compiled for AVX2, FMA and F16C when the CPU
+/// has them (the binary targets the baseline ISA): `exp`'s `mul_add`s are
+/// then instructions, where the baseline makes each a libm call, and loops
+/// vectorise eight wide. `f` is inlined there; what it calls through a
+/// function pointer or thread hand-off is not, so call this per row.
+#[inline(always)]
+pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if has_avx2() {
+            // SAFETY: the features were just detected.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// A product's threads: the crate's rayon pool (sized by
 /// `device::set_cpu_threads`), or none when that pool has one thread, so a
 /// one-thread run never pays rayon's hand-off.

@@ -19,19 +19,7 @@ use crate::gguf::GgmlType;
 use half::f16;
 use rayon::prelude::*;
 
-/// Whether the AVX2 copies of the kernels can run: AVX2, FMA and F16C (the
-/// f16 scales), detected at run time (cached by std); `false` off x86-64,
-/// where the portable bodies run.
-pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
+pub(crate) use crate::host::has_avx2;
 
 /// A `[rows, cols]` weight (rows = output features) in ggml blocks.
 #[derive(Debug, Clone)]

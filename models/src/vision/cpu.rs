@@ -24,7 +24,7 @@
 use super::config::VisionConfig;
 use crate::gguf::GgmlType;
 use crate::gguf::dequantize_into as dequantize;
-use crate::host::{SendPtr, exp, parallelism};
+use crate::host::{SendPtr, exp, parallelism, with_avx2};
 use gemm::{Parallelism, gemm};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -350,7 +350,7 @@ impl Tower {
                         false,
                         Parallelism::None,
                     );
-                    scores[..m * n].chunks_exact_mut(n).for_each(softmax);
+                    with_avx2(|| scores[..m * n].chunks_exact_mut(n).for_each(softmax));
                     // out block = scores · V
                     gemm(
                         m,
@@ -380,6 +380,7 @@ impl Tower {
 }
 
 /// A row's softmax in place.
+#[inline(always)]
 fn softmax(row: &mut [f32]) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     row.iter_mut().for_each(|v| *v = exp(*v - max));
@@ -388,6 +389,7 @@ fn softmax(row: &mut [f32]) {
 }
 
 /// `Σ f(v)` in eight lanes, so it vectorises.
+#[inline(always)]
 fn sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = v.chunks_exact(8);
@@ -414,30 +416,33 @@ fn layer_norm(
     x.par_chunks_mut(d)
         .zip(y.par_chunks_mut(d))
         .for_each(|(xr, yr)| {
-            let mean = sum(xr, |v| v) / d as f32;
-            yr.iter_mut()
-                .zip(xr.iter())
-                .for_each(|(o, v)| *o = v - mean);
-            let inv = 1.0 / (sum(yr, |c| c * c) / d as f32 + eps).sqrt();
-            for ((o, w), b) in yr.iter_mut().zip(w).zip(b) {
-                *o = *o * inv * w + b;
-            }
-            if let Some(add) = then_add {
-                xr.iter_mut().zip(add).for_each(|(v, a)| *v += a);
-            }
+            with_avx2(|| {
+                let mean = sum(xr, |v| v) / d as f32;
+                yr.iter_mut()
+                    .zip(xr.iter())
+                    .for_each(|(o, v)| *o = v - mean);
+                let inv = 1.0 / (sum(yr, |c| c * c) / d as f32 + eps).sqrt();
+                for ((o, w), b) in yr.iter_mut().zip(w).zip(b) {
+                    *o = *o * inv * w + b;
+                }
+                if let Some(add) = then_add {
+                    xr.iter_mut().zip(add).for_each(|(v, a)| *v += a);
+                }
+            })
         });
 }
 
 /// `v = f(v + bias)` over rows as wide as `bias`.
 fn add_bias(v: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32 + Sync) {
     v.par_chunks_mut(bias.len()).for_each(|row| {
-        row.iter_mut().zip(bias).for_each(|(v, b)| *v = f(*v + b));
+        with_avx2(|| row.iter_mut().zip(bias).for_each(|(v, b)| *v = f(*v + b)));
     });
 }
 
 /// `gelu_pytorch_tanh`: `0.5·x·(1 + tanh(u))` with `u = √(2/π)·(x + 0.044715·x³)`,
 /// computed as the equal `x·σ(2u) = x / (1 + e^(−2u))`: one vectorised `exp`,
 /// no `tanh` or `powf` call per value.
+#[inline(always)]
 fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
