@@ -316,9 +316,6 @@ impl CpuConvT {
     }
 }
 
-/// The GEMM's threads: rayon's pool (which `set_cpu_threads` sizes) when
-/// it has more than one.
-
 #[cfg(test)]
 mod tests {
     use super::*;

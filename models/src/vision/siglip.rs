@@ -64,7 +64,7 @@ pub struct VisionTower {
 
 #[derive(Debug, Clone)]
 enum Imp {
-    Graph(Graph),
+    Graph(Arc<Graph>),
     Cpu(Arc<cpu::Tower>),
 }
 
@@ -224,7 +224,7 @@ impl VisionTower {
                 });
                 src.release();
             }
-            Imp::Graph(Graph {
+            Imp::Graph(Arc::new(Graph {
                 patch_w: linear(patch_w, d, 3 * p * p),
                 patch_b: row(patch_b),
                 pos: Tensor::from_data(TensorData::new(pos, [n, d]), dev),
@@ -235,7 +235,7 @@ impl VisionTower {
                     c.text_hidden_size,
                     d * s2,
                 ),
-            })
+            }))
         };
         Ok(Self {
             config: c.clone(),
