@@ -267,12 +267,15 @@ impl Transcriber {
 /// ("Hey Seer, what is the capital of Germany? Hey Seer, what is the capital
 /// of Germany? Hey Seer, …"), a decoder loop the temperature fallback is too
 /// slow to use on every hands-free question. A question is not said twice
-/// in a row, so when the whole text is one phrase of at least three words
-/// repeated (the last time possibly cut short), this returns the phrase
-/// once. Words compare without case and punctuation; the smallest such
-/// phrase wins.
+/// in a row, so this returns the phrase once when a transcript starts with
+/// one phrase of at least three words said twice and then either only
+/// repeats it (the last word possibly cut short) or the phrase is a whole
+/// sentence (it ends in `.`, `?`, `!` or `…`: whatever follows a sentence
+/// said twice is the loop running off). Words compare without case and
+/// punctuation; the smallest such phrase wins. A stutter inside a sentence
+/// ("go to the go to the store") is left alone.
 pub fn cut_loop(text: &str) -> Option<&str> {
-    let words: Vec<(usize, String)> = text
+    let words: Vec<(usize, String, bool)> = text
         .split_whitespace()
         .map(|w| {
             let end = w.as_ptr() as usize - text.as_ptr() as usize + w.len();
@@ -281,12 +284,22 @@ pub fn cut_loop(text: &str) -> Option<&str> {
                 .filter(|c| c.is_alphanumeric())
                 .flat_map(char::to_lowercase)
                 .collect();
-            (end, norm)
+            let sentence = w.ends_with(['.', '?', '!', '…']);
+            (end, norm, sentence)
         })
         .collect();
     let n = words.len();
+    let same = |i: usize, p: usize| words[i].1 == words[i % p].1;
     (3..=n / 2)
-        .find(|&p| (p..n).all(|i| words[i].1 == words[i % p].1))
+        .find(|&p| {
+            if !(p..2 * p).all(|i| same(i, p)) {
+                return false;
+            }
+            let only_repeats = (2 * p..n).all(|i| {
+                same(i, p) || (i == n - 1 && words[i % p].1.starts_with(words[i].1.as_str()))
+            });
+            only_repeats || words[p - 1].2
+        })
         .map(|p| &text[..words[p - 1].0])
 }
 
@@ -484,12 +497,27 @@ mod tests {
             cut_loop("what is this what is this? What is this"),
             Some("what is this")
         );
+        // Heard in scripts/bench-wer.sh: a word cut short at the end, and a
+        // sentence said twice before the loop ran off.
+        assert_eq!(
+            cut_loop("Remind, me to call, my sister. Remind me to call my sister. Remind me to ca"),
+            Some("Remind, me to call, my sister.")
+        );
+        assert_eq!(
+            cut_loop("What time is it? What time is it? WH-T-T-T... what time"),
+            Some("What time is it?")
+        );
         // Not loops: one sentence; short repeats; a phrase said once more
         // with other words after it; a partial echo.
         assert_eq!(cut_loop(q), None);
         assert_eq!(cut_loop("no no no no"), None);
         assert_eq!(cut_loop("look at this, look at this one"), None);
         assert_eq!(cut_loop("what is the time what is"), None);
+        assert_eq!(cut_loop("go to the go to the store"), None);
+        assert_eq!(
+            cut_loop("What is the capital of Germany... (not the capital) What is"),
+            None
+        );
         assert_eq!(cut_loop(""), None);
     }
 
