@@ -5,8 +5,10 @@
 #
 # Usage: scripts/bench-vlm.sh [--threads N] [--backend cpu|wgpu] [--no-llamacpp] [--runs N] [DIR [IMAGE]]
 #   DIR     a SmolVLM-256M-sized model as written by
-#           `scripts/gen_tiny_smolvlm.py --real-dims DIR --real-outtype f16`
-#           (random weights, real dimensions; default /var/cache/seer-ci/vlm-real)
+#           `scripts/gen_vlm_real_dims.py [--q8_0] DIR` (NumPy + gguf-py, from
+#           the venv-llamacpp) or `scripts/gen_tiny_smolvlm.py --real-dims DIR`
+#           (needs torch); random weights, real dimensions; default
+#           /var/cache/seer-ci/vlm-real
 #   IMAGE   the photo (default tests/fixtures/images/coffee_landscape.jpg)
 #
 # Seer runs three ways: untiled (one 512x512 tile, Seer's default), tiled (the
@@ -37,7 +39,7 @@ done
 DIR="${ARGS[0]:-/var/cache/seer-ci/vlm-real}"
 IMAGE="${ARGS[1]:-$ROOT/tests/fixtures/images/coffee_landscape.jpg}"
 for f in "$DIR/gguf/model.gguf" "$DIR/gguf/mmproj.gguf"; do
-  [[ -f "$f" ]] || { echo "bench-vlm: no $f; write it with: scripts/gen_tiny_smolvlm.py --real-dims $DIR --real-outtype f16" >&2; exit 2; }
+  [[ -f "$f" ]] || { echo "bench-vlm: no $f; write it with: /var/cache/seer-ci/venv-llamacpp/bin/python scripts/gen_vlm_real_dims.py $DIR" >&2; exit 2; }
 done
 
 # shellcheck source=scripts/bench-build.sh
