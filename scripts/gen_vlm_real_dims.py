@@ -52,6 +52,17 @@ def copy_field(w: GGUFWriter, r: GGUFReader, key: str) -> None:
 Q8_0 = False
 
 
+def copy_metadata(w: GGUFWriter, r: GGUFReader, real: dict) -> None:
+    """Every key of the tiny fixture's file, with `real`'s values where given."""
+    for key, field in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        if key in real:
+            w.add_key_value(key, real[key], field.types[0])
+        else:
+            copy_field(w, r, key)
+
+
 def mat(rng, *shape) -> np.ndarray:
     return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
 
@@ -85,13 +96,7 @@ def write_mmproj(path: Path, rng) -> None:
         "clip.vision.preproc_image_size": v["preproc"],
         "general.file_type": 7 if Q8_0 else 1,
     }
-    for key, field in r.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        if key in real:
-            w.add_key_value(key, real[key], field.types[0])
-        else:
-            copy_field(w, r, key)
+    copy_metadata(w, r, real)
     d, i, p = v["width"], v["ffn"], v["patch"]
     n = (v["image"] // p) ** 2
     add_matrix(w, "mm.model.fc.weight", rng, t["width"], d * v["scale"] ** 2)
@@ -133,13 +138,7 @@ def write_model(path: Path, rng) -> None:
         "llama.vocab_size": t["vocab"],
         "general.file_type": 7 if Q8_0 else 1,
     }
-    for key, field in r.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        if key in real:
-            w.add_key_value(key, real[key], field.types[0])
-        else:
-            copy_field(w, r, key)
+    copy_metadata(w, r, real)
     d, f, kv = t["width"], t["ffn"], t["kv_heads"] * hd
     add_matrix(w, "token_embd.weight", rng, t["vocab"], d)
     for l in range(t["layers"]):
