@@ -255,6 +255,73 @@ fn check_fused_against_graph(native: &Llama, r: &Reference, arch: &str) {
     );
 }
 
+/// llama.cpp's greedy tokens on `model-f16.gguf` (`gen_f16_gguf.py`).
+#[derive(Deserialize)]
+struct F16Reference {
+    greedy: Vec<F16Greedy>,
+}
+
+#[derive(Deserialize)]
+struct F16Greedy {
+    prompt: Vec<u32>,
+    generated: Vec<u32>,
+}
+
+/// f16 weights (what `convert_hf_to_gguf.py --outtype f16` writes) stay f16
+/// on the CPU: the fused step runs them, close to transformers' f32 logits,
+/// equal to the burn graph over the same weights, and picking llama.cpp's
+/// greedy tokens on the same file.
+fn f16_parity(arch: &str) {
+    let r = reference(arch);
+    let d = dir(arch);
+    let g = GgufFile::open(d.join("model-f16.gguf")).expect("f16 gguf");
+    let m = load_gguf(&g, &cpu(), WeightFormat::Native).expect("native f16 loads");
+    let err = r
+        .prompts
+        .iter()
+        .enumerate()
+        .map(|(p, prompt)| max_abs_diff(&logits(&m, prompt), &r.logits_f32[p]))
+        .fold(0.0, f32::max);
+    eprintln!("{arch} f16 weights vs f32 reference: max abs logit error {err}");
+    // f16 keeps 11 significant bits of weights and activations: about 0.01
+    // here, on logits whose standard deviation is near 2.
+    assert!(err < 0.05, "{arch} f16: max abs logit error {err}");
+    let own = logits_of(&m, &r);
+    check_incremental(&m, &r, &own, 1e-4, &format!("{arch} f16"));
+    check_fused_against_graph(&m, &r, &format!("{arch} f16"));
+
+    let text = std::fs::read_to_string(d.join("reference-f16.json")).expect("reference-f16.json");
+    let want: F16Reference = serde_json::from_str(&text).expect("reference-f16.json parses");
+    for case in &want.greedy {
+        let mut cache = m.new_cache(128);
+        let mut last = m.forward(&case.prompt, &mut cache, false).expect("prefill");
+        let mut got = Vec::new();
+        while got.len() < case.generated.len() {
+            let v = last.into_data().try_into_vec::<f32>().expect("f32");
+            let next = (0..v.len())
+                .max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a)))
+                .expect("logits") as u32;
+            got.push(next);
+            last = m.forward(&[next], &mut cache, false).expect("decode");
+        }
+        assert_eq!(
+            got, case.generated,
+            "{arch} f16: greedy tokens against llama.cpp for prompt {:?}",
+            case.prompt
+        );
+    }
+}
+
+#[test]
+fn llama_f16_matches_llama_cpp() {
+    f16_parity("llama");
+}
+
+#[test]
+fn qwen2_f16_matches_llama_cpp() {
+    f16_parity("qwen2");
+}
+
 #[test]
 fn llama_matches_transformers() {
     parity("llama");

@@ -3,8 +3,8 @@
 //! Both sources are read through one [`Source`] trait keyed by GGUF tensor
 //! names (in [`crate::weights`]), so the decoder is assembled by one function
 //! whatever the file format.
-//! With [`WeightFormat::Native`] quantised GGUF weights stay in their blocks:
-//! in host memory for the fused CPU step, as burn quantised tensors on a GPU
+//! With [`WeightFormat::Native`] quantised (and, on the CPU, f16) GGUF
+//! weights stay in their blocks: in host memory for the fused CPU step, as burn quantised tensors on a GPU
 //! (`gpu.rs`). With [`WeightFormat::F32`] they are dequantised on load.
 //! On a GPU every matrix larger than one device buffer is cut into pieces.
 
@@ -31,8 +31,9 @@ pub enum WeightFormat {
     /// memory. On the CPU they stay in their ggml blocks and are multiplied
     /// with ggml's integer kernels (llama.cpp's numerics); on a GPU they
     /// become burn quantised tensors with the same values and scales,
-    /// multiplied by kernels that dequantise as they read. Other types are
-    /// dequantised to f32.
+    /// multiplied by kernels that dequantise as they read. On the CPU f16
+    /// weights stay f16 too (half the memory of f32). Other types, and f16
+    /// on a GPU, are dequantised to f32.
     Native,
 }
 
@@ -78,6 +79,9 @@ pub(crate) fn build(
         if format == WeightFormat::Native
             && let Some((ty, bytes)) = src.blocks(name)
             && QMatrix::supports(ty)
+            // f16 stays f16 on the host (the fused CPU step); a GPU gets
+            // floats until it has an f16 kernel of its own.
+            && !(on_gpu && ty == GgmlType::F16)
         {
             let (be, bb) = ty.block_layout();
             if inp.is_multiple_of(be) && out * inp / be * bb == bytes.len() {

@@ -423,14 +423,17 @@ fn attend_body(a: Attend<'_>, to_f32: impl Fn(&[u16], &mut [f32])) {
     for s in scores.chunks_exact_mut(total) {
         softmax_f16(s);
     }
-    a.out.fill(0.0);
+    // Summed in a local buffer and stored once: the next item's output
+    // may share a cache line with this one's, on another thread.
+    let mut acc = vec![0f32; a.out.len()];
     for (p, vr) in a.v.chunks_exact(hd).enumerate() {
         to_f32(vr, &mut row);
-        for (r, o) in a.out.chunks_exact_mut(hd).enumerate() {
+        for (r, o) in acc.chunks_exact_mut(hd).enumerate() {
             let w = scores[r * total + p];
             o.iter_mut().zip(&row).for_each(|(o, &v)| *o += w * v);
         }
     }
+    a.out.copy_from_slice(&acc);
 }
 
 /// `out = silu(gate) · up`, element-wise (AVX2 copy where available).

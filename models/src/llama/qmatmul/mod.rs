@@ -1,6 +1,7 @@
 //! Quantised matrix × vector products on the CPU, with ggml's numerics.
 //!
-//! Weights stay in their GGUF blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): a Q4_1
+//! Weights stay in their GGUF blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and f16
+//! in [`fp16`]): a Q4_1
 //! SmolLM2-135M is ~100 MB in memory instead of ~540 MB as f32, and decoding,
 //! which is bound by bytes of weights read per token, reads a quarter of the
 //! bytes. Activations are quantised per 32-value block to Q8_0/Q8_1 with f16
@@ -14,6 +15,8 @@
 //! host memory: the activation is read out of the tensor, multiplied here with
 //! rayon across output rows, and written back. On the `flex` backend those
 //! copies are a few kilobytes per token.
+
+mod fp16;
 
 use crate::gguf::GgmlType;
 use half::f16;
@@ -35,6 +38,8 @@ pub(crate) struct QMatrix {
 enum ActFormat {
     Q8_0,
     Q8_1,
+    /// f16 weights: the activation rounded through f16.
+    F16,
 }
 
 impl QMatrix {
@@ -42,7 +47,12 @@ impl QMatrix {
     pub(crate) fn supports(ty: GgmlType) -> bool {
         matches!(
             ty,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+            GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Q8_0
+                | GgmlType::F16
         )
     }
 
@@ -50,7 +60,8 @@ impl QMatrix {
     /// exactly `rows × cols` values.
     pub(crate) fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Self {
         debug_assert!(Self::supports(ty));
-        debug_assert_eq!(data.len(), rows * cols / 32 * ty.block_layout().1);
+        let (be, bb) = ty.block_layout();
+        debug_assert_eq!(data.len(), rows * cols / be * bb);
         Self {
             ty,
             rows,
@@ -66,7 +77,7 @@ impl QMatrix {
 
     /// Rows `ids` dequantised to f32, concatenated (embedding lookup).
     pub(crate) fn dequantize_rows(&self, ids: &[u32]) -> Vec<f32> {
-        let row_bytes = self.cols / 32 * self.ty.block_layout().1;
+        let row_bytes = self.row_bytes();
         let mut out = vec![0f32; ids.len() * self.cols];
         for (o, &id) in out.chunks_exact_mut(self.cols).zip(ids) {
             let r = id as usize * row_bytes;
@@ -92,7 +103,8 @@ impl QMatrix {
 
     /// Bytes per row of blocks.
     fn row_bytes(&self) -> usize {
-        self.cols / 32 * self.ty.block_layout().1
+        let (be, bb) = self.ty.block_layout();
+        self.cols / be * bb
     }
 
     /// One input row quantised the way this weight type's dot product wants.
@@ -105,9 +117,13 @@ impl QMatrix {
     /// single-token (decode) product.
     pub(crate) fn matvec_rows(&self, a: &QBlocks, first: usize, out: &mut [f32]) {
         assert!(first + out.len() <= self.rows, "rows out of range");
-        assert_eq!(a.qs.len(), self.cols, "activation width");
+        assert_eq!(a.width(), self.cols, "activation width");
         let rb = self.row_bytes();
         let w = &self.data[first * rb..(first + out.len()) * rb];
+        if self.ty == GgmlType::F16 {
+            fp16::matmul_rows(w, self.cols, &[a.hs.as_slice()], out);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if has_avx2() && matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
@@ -136,6 +152,11 @@ impl QMatrix {
         let rb = self.row_bytes();
         let rows = out.len() / n;
         let w = &self.data[first * rb..(first + rows) * rb];
+        if self.ty == GgmlType::F16 {
+            let hs: Vec<&[f32]> = acts.iter().map(|a| &a.hs[..]).collect();
+            fp16::matmul_rows(w, self.cols, &hs, out);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if has_avx2() && matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
@@ -154,6 +175,7 @@ impl QMatrix {
     fn act_format(&self) -> ActFormat {
         match self.ty {
             GgmlType::Q4_1 | GgmlType::Q5_1 => ActFormat::Q8_1,
+            GgmlType::F16 => ActFormat::F16,
             _ => ActFormat::Q8_0,
         }
     }
@@ -166,22 +188,32 @@ impl QMatrix {
             .chunks_exact(self.cols)
             .map(|r| quantize_row_best(r, fmt))
             .collect();
-        let row_bytes = self.cols / 32 * self.ty.block_layout().1;
-        // Parallel over output rows; each task unpacks a weight block once and
-        // uses it for every input row, so prefill reads the weights once.
+        let row_bytes = self.row_bytes();
+        let halves: Vec<&[f32]> = acts.iter().map(|a| &a.hs[..]).collect();
+        // `rows` weight rows (`w`) against every input, weight-row-major.
+        let strip = |sums: &mut [f32], w: &[u8]| {
+            if self.ty == GgmlType::F16 {
+                fp16::matmul_rows(w, self.cols, &halves, sums);
+            } else {
+                for (s, w) in sums.chunks_mut(n).zip(w.chunks_exact(row_bytes)) {
+                    row_dot(self.ty, w, &acts, s);
+                }
+            }
+        };
+        // Parallel over strips of output rows; each task unpacks a weight
+        // block once and uses it for every input row, so prefill reads the
+        // weights once.
+        const STRIP: usize = 64;
         let mut by_row = vec![0f32; self.rows * n];
         if rayon::current_num_threads() == 1 {
             // Handing work to a one-thread pool costs two context switches
             // per call, ~15% of a decode step: run it here instead.
-            for (sums, w) in by_row.chunks_mut(n).zip(self.data.chunks_exact(row_bytes)) {
-                row_dot(self.ty, w, &acts, sums);
-            }
+            strip(&mut by_row, &self.data);
         } else {
             by_row
-                .par_chunks_mut(n)
-                .zip(self.data.par_chunks_exact(row_bytes))
-                .with_min_len(64)
-                .for_each(|(sums, w)| row_dot(self.ty, w, &acts, sums));
+                .par_chunks_mut(n * STRIP)
+                .zip(self.data.par_chunks(row_bytes * STRIP))
+                .for_each(|(sums, w)| strip(sums, w));
         }
         if n == 1 {
             return by_row;
@@ -690,16 +722,33 @@ fn unpack(ty: GgmlType, blk: &[u8], q: &mut [i8; 32]) -> (f32, f32) {
 
 /// One activation row quantised to 32-value blocks.
 pub(crate) struct QBlocks {
+    /// Quantised values (empty for f16 weights).
     qs: Vec<i8>,
     /// Per block: the scale `d`, rounded through f16 as ggml stores it, and
     /// (Q8_1 only, else 0) `d · Σq`, rounded the same way. Kept as a pair so a
     /// kernel reads both with one load.
     ds: Vec<[f32; 2]>,
+    /// For f16 weights only: the values rounded through f16.
+    hs: Vec<f32>,
+}
+
+impl QBlocks {
+    /// Values in the row.
+    fn width(&self) -> usize {
+        self.qs.len().max(self.hs.len())
+    }
 }
 
 /// [`quantize_row`] compiled for AVX2 where the CPU has it, so rounding is one
 /// instruction instead of a libm call.
 fn quantize_row_best(x: &[f32], fmt: ActFormat) -> QBlocks {
+    if fmt == ActFormat::F16 {
+        return QBlocks {
+            qs: Vec::new(),
+            ds: Vec::new(),
+            hs: fp16::round_row(x),
+        };
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2() {
@@ -723,6 +772,7 @@ fn quantize_row(x: &[f32], fmt: ActFormat) -> QBlocks {
     let mut out = QBlocks {
         qs: vec![0; x.len()],
         ds: Vec::with_capacity(nb),
+        hs: Vec::new(),
     };
     for (b, xs) in x.chunks_exact(32).enumerate() {
         let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -737,7 +787,7 @@ fn quantize_row(x: &[f32], fmt: ActFormat) -> QBlocks {
         }
         let s = match fmt {
             ActFormat::Q8_1 => f16::from_f32(d * sum as f32).to_f32(),
-            ActFormat::Q8_0 => 0.0,
+            ActFormat::Q8_0 | ActFormat::F16 => 0.0,
         };
         out.ds.push([f16::from_f32(d).to_f32(), s]);
     }
@@ -862,6 +912,71 @@ mod tests {
                         (g - w).abs() <= 1e-5 * w.abs().max(1.0),
                         "{ty} row {}: {g} vs {w}",
                         first + i
+                    );
+                }
+            }
+        }
+    }
+
+    /// f16 weights through `QMatrix`: every entry point (the burn graph's
+    /// `matmul`, the fused step's `matvec_rows` and `matmul_rows` at row
+    /// offsets) gives the f64 sum of f16 weights times f16-rounded inputs.
+    #[test]
+    fn f16_rows_match_reference_at_every_entry() {
+        let mut seed = 17;
+        let (rows, cols) = (11, 40);
+        let val = |s: &mut u64| (lcg(s) % 2000) as f32 / 1000.0 - 1.0;
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|_| f16::from_f32(val(&mut seed)).to_f32())
+            .collect();
+        let data: Vec<u8> = w
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        let m = QMatrix::new(GgmlType::F16, rows, cols, data);
+        assert_eq!(m.dequantize_rows(&[3]), w[3 * cols..4 * cols]);
+        let n = 5;
+        let x: Vec<f32> = (0..n * cols).map(|_| val(&mut seed)).collect();
+        let want = |r: usize, i: usize| -> f64 {
+            (0..cols)
+                .map(|j| {
+                    f64::from(w[r * cols + j]) * f64::from(f16::from_f32(x[i * cols + j]).to_f32())
+                })
+                .sum()
+        };
+        let close = |g: f32, w: f64, what: &str| {
+            assert!(
+                (f64::from(g) - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{what}: {g} vs {w}"
+            );
+        };
+        let all = m.matmul(&x, n);
+        let acts: Vec<_> = x.chunks_exact(cols).map(|r| m.quantize_input(r)).collect();
+        for i in 0..n {
+            for r in 0..rows {
+                close(
+                    all[i * rows + r],
+                    want(r, i),
+                    &format!("matmul row {r} input {i}"),
+                );
+            }
+        }
+        for (first, len) in [(0, rows), (3, 5), (10, 1)] {
+            let mut one = vec![f32::NAN; len];
+            m.matvec_rows(&acts[2], first, &mut one);
+            let mut many = vec![f32::NAN; len * n];
+            m.matmul_rows(&acts, first, &mut many);
+            for r in 0..len {
+                close(
+                    one[r],
+                    want(first + r, 2),
+                    &format!("matvec row {}", first + r),
+                );
+                for i in 0..n {
+                    close(
+                        many[r * n + i],
+                        want(first + r, i),
+                        &format!("matmul_rows row {} input {i}", first + r),
                     );
                 }
             }
