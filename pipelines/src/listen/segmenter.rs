@@ -5,7 +5,7 @@
 //! whisper.cpp's VAD resets the model's LSTM state on every call, so each
 //! hop is scored together with the audio just before it (`CONTEXT`), which
 //! warms the state up; only the new windows' scores are used. That costs
-//! about three windows' work per new window, a few ms per second of audio.
+//! about five windows' work per new window (16 of context per 4 new).
 
 use seer_models::Result;
 use seer_models::vad::Vad;
@@ -15,8 +15,12 @@ use std::collections::VecDeque;
 /// Silero's window, samples (32 ms at 16 kHz).
 pub const WINDOW: usize = 512;
 const _: () = assert!(FRAME == WINDOW, "the microphone's frames are VAD windows");
-/// Windows scored per VAD call (256 ms): the latency the VAD adds.
-const HOP: usize = 8;
+/// Windows scored per VAD call (128 ms): the latency the VAD adds to both
+/// the early transcript and the end of the hangover. At 256 ms the end of
+/// speech → first token median was 822 ms (`bench-voice.sh`, tiny.en); each
+/// halving costs more VAD work per second of audio, since every call also
+/// scores `CONTEXT` windows.
+const HOP: usize = 4;
 /// Windows of earlier audio scored with each hop to warm up the LSTM.
 const CONTEXT: usize = 16;
 /// Samples per second.
@@ -160,7 +164,7 @@ impl Segmenter {
     }
 
     /// Adds audio; returns what happened in it. Scoring runs once a hop
-    /// (256 ms) of audio is there.
+    /// (128 ms) of audio is there.
     pub fn push(&mut self, vad: &mut Vad, samples: &[f32]) -> Result<Vec<SegmentEvent>> {
         self.pending.extend_from_slice(samples);
         let mut events = Vec::new();
