@@ -180,12 +180,7 @@ fn parity(arch: &str) {
     // f32 reference, not equal to it. Its incremental path must still agree
     // with its own full prefill.
     let native = load_gguf(&gq, &cpu(), WeightFormat::Native).expect("native quant loads");
-    let err = r
-        .prompts
-        .iter()
-        .enumerate()
-        .map(|(p, prompt)| max_abs_diff(&logits(&native, prompt), &r.logits_quant[p]))
-        .fold(0.0, f32::max);
+    let err = worst_error(&native, &r, &r.logits_quant);
     eprintln!("{arch} native kernel vs f32 reference: max abs logit error {err}");
     // Logits here have a standard deviation near 2; 8-bit activations and
     // f16 attention cost about 1% of that.
@@ -235,24 +230,36 @@ fn check_fused_against_graph(native: &Llama, r: &Reference, arch: &str) {
         );
     }
     // Greedy decoding, 24 tokens, each path feeding its own choices.
-    let greedy = |mut cache: KvCache| {
-        let mut toks = r.prompts[0].clone();
-        let mut last = native.forward(&toks, &mut cache, false).expect("prefill");
-        for _ in 0..24 {
-            let v = last.into_data().try_into_vec::<f32>().expect("f32");
-            let next = (0..v.len())
-                .max_by(|&a, &b| v[a].total_cmp(&v[b]))
-                .expect("logits") as u32;
-            toks.push(next);
-            last = native.forward(&[next], &mut cache, false).expect("decode");
-        }
-        toks
-    };
     assert_eq!(
-        greedy(native.new_cache(128)),
-        greedy(native.new_reference_cache(128)),
+        greedy(native, native.new_cache(128), &r.prompts[0], 24),
+        greedy(native, native.new_reference_cache(128), &r.prompts[0], 24),
         "{arch}: fused and graph greedy continuations"
     );
+}
+
+/// `steps` tokens after `prompt`, each the argmax of the last logits
+/// (the first index on ties, as llama.cpp picks), fed back one at a time.
+fn greedy(model: &Llama, mut cache: KvCache, prompt: &[u32], steps: usize) -> Vec<u32> {
+    let mut last = model.forward(prompt, &mut cache, false).expect("prefill");
+    let mut out = Vec::with_capacity(steps);
+    while out.len() < steps {
+        let v = last.into_data().try_into_vec::<f32>().expect("f32");
+        let next = (0..v.len())
+            .max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a)))
+            .expect("logits") as u32;
+        out.push(next);
+        last = model.forward(&[next], &mut cache, false).expect("decode");
+    }
+    out
+}
+
+/// The largest logit error of `model` over every prompt of `r`.
+fn worst_error(model: &Llama, r: &Reference, want: &[Vec<Vec<f32>>]) -> f32 {
+    r.prompts
+        .iter()
+        .zip(want)
+        .map(|(prompt, w)| max_abs_diff(&logits(model, prompt), w))
+        .fold(0.0, f32::max)
 }
 
 /// llama.cpp's greedy tokens on `model-f16.gguf` (`gen_f16_gguf.py`).
@@ -276,12 +283,7 @@ fn f16_parity(arch: &str) {
     let d = dir(arch);
     let g = GgufFile::open(d.join("model-f16.gguf")).expect("f16 gguf");
     let m = load_gguf(&g, &cpu(), WeightFormat::Native).expect("native f16 loads");
-    let err = r
-        .prompts
-        .iter()
-        .enumerate()
-        .map(|(p, prompt)| max_abs_diff(&logits(&m, prompt), &r.logits_f32[p]))
-        .fold(0.0, f32::max);
+    let err = worst_error(&m, &r, &r.logits_f32);
     eprintln!("{arch} f16 weights vs f32 reference: max abs logit error {err}");
     // f16 keeps 11 significant bits of weights and activations: about 0.01
     // here, on logits whose standard deviation is near 2.
@@ -293,17 +295,7 @@ fn f16_parity(arch: &str) {
     let text = std::fs::read_to_string(d.join("reference-f16.json")).expect("reference-f16.json");
     let want: F16Reference = serde_json::from_str(&text).expect("reference-f16.json parses");
     for case in &want.greedy {
-        let mut cache = m.new_cache(128);
-        let mut last = m.forward(&case.prompt, &mut cache, false).expect("prefill");
-        let mut got = Vec::new();
-        while got.len() < case.generated.len() {
-            let v = last.into_data().try_into_vec::<f32>().expect("f32");
-            let next = (0..v.len())
-                .max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a)))
-                .expect("logits") as u32;
-            got.push(next);
-            last = m.forward(&[next], &mut cache, false).expect("decode");
-        }
+        let got = greedy(&m, m.new_cache(128), &case.prompt, case.generated.len());
         assert_eq!(
             got, case.generated,
             "{arch} f16: greedy tokens against llama.cpp for prompt {:?}",
